@@ -1,0 +1,214 @@
+"""Prepare a tagged image collection: import, normalise tags, save, report.
+
+    python -m wsnn.prepare --source=fashion_tags --workdir=runs/fashion_tags
+    python -m wsnn.prepare --source=mirflickr --input=/data/mirflickr25k --workdir=runs/mirflickr
+    python -m wsnn.prepare --source=nuswide --input=/data/nuswide --workdir=runs/nuswide
+    python -m wsnn.prepare --source=jsonl --input=photos/annotations.jsonl --workdir=runs/photos
+
+Writes the prepared dataset to `<workdir>/prepared` (see `wsnn.data.dataset`)
+and prints the paper's Table-1 statistics, what normalisation removed, the
+timings, and, when labels exist, the RandomGuess and UserTags scores.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+from absl import app, flags, logging
+
+from wsnn import wordnet as wordnet_lib
+from wsnn.baselines import trivial
+from wsnn import metrics
+from wsnn.data import dataset as dataset_lib
+from wsnn.data import fashion_tags, images, jsonl, mirflickr, normalize, nuswide
+
+SOURCES = ("fashion_tags", "mirflickr", "nuswide", "jsonl")
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    """What to prepare and how.
+
+    Attributes:
+      source: one of SOURCES.
+      input: fashion_tags: the Fashion-MNIST directory; mirflickr and nuswide:
+        the unzipped archives' directory; jsonl: the annotations.jsonl file.
+      workdir: outputs go to `<workdir>/prepared` (and, for fashion_tags,
+        the generated collection to `<workdir>/fashion_tags_v1`).
+      num_images, seed: FashionTags size and seed.
+      min_tag_fraction: tags on fewer than this fraction of images are dropped.
+      strict: a corrupt image is an error instead of being skipped.
+      embed_images: keep the decoded images in the prepared dataset.
+      mirflickr_labels: "r1" (the paper's 14) or "potential" (24).
+      mirflickr_tags: "processed" or "raw".
+      nuswide_image_dir: NUS-WIDE images (default `<input>/Flickr`).
+      wordnet_cache: where a WordNet corpus built from Debian's files is kept.
+    """
+
+    source: str = "fashion_tags"
+    input: str = ""
+    workdir: str = "runs/fashion_tags"
+    num_images: int = 10000
+    seed: int = 0
+    min_tag_fraction: float = 0.001
+    strict: bool = False
+    embed_images: bool = False
+    mirflickr_labels: str = "r1"
+    mirflickr_tags: str = "processed"
+    nuswide_image_dir: str = ""
+    wordnet_cache: str = ""
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise ValueError(f"--source={self.source}: must be one of {', '.join(SOURCES)}")
+        if self.source != "fashion_tags" and not self.input:
+            raise ValueError(f"--input is required for --source={self.source}")
+        if self.input and not os.path.exists(self.input):
+            raise ValueError(f"--input={self.input}: no such file or directory")
+        if not 0 <= self.min_tag_fraction < 1:
+            raise ValueError(f"--min_tag_fraction={self.min_tag_fraction}: must be in [0, 1)")
+        if self.num_images < 1:
+            raise ValueError(f"--num_images={self.num_images}: must be positive")
+
+
+def _fashion_tags_jsonl(config):
+    """Generates FashionTags unless the same version, size and seed is there."""
+    out = os.path.join(config.workdir, f"fashion_tags_v{fashion_tags.VERSION}")
+    metadata_path = os.path.join(out, "metadata.json")
+    if os.path.isfile(metadata_path):
+        with open(metadata_path) as f:
+            old = json.load(f)
+        if (old.get("seed"), old.get("parameters", {}).get("num_images")) == (config.seed, config.num_images):
+            logging.info("reusing %s", out)
+            return os.path.join(out, "annotations.jsonl")
+    logging.info("generating FashionTags (N=%d, seed=%d) in %s", config.num_images, config.seed, out)
+    fashion_tags.generate(out, config.num_images, config.seed,
+                          source_dir=config.input or fashion_tags.SOURCE_DIR)
+    return os.path.join(out, "annotations.jsonl")
+
+
+def import_raw(config):
+    """Runs the importer of `config.source`; returns the raw TaggedImageSet."""
+    if config.source == "fashion_tags":
+        return jsonl.load_jsonl(_fashion_tags_jsonl(config), config.strict, embed_images=True)
+    if config.source == "jsonl":
+        return jsonl.load_jsonl(config.input, config.strict, config.embed_images)
+    if config.source == "mirflickr":
+        raw = mirflickr.load_mirflickr(config.input, label_set=config.mirflickr_labels,
+                                       tag_kind=config.mirflickr_tags, strict=config.strict)
+    else:
+        raw = nuswide.load_nuswide(config.input, image_dir=config.nuswide_image_dir or None,
+                                   strict=config.strict)
+    if config.embed_images:
+        paths = [raw.image_path(i) for i in range(raw.num_images)]
+        raw = dataclasses.replace(raw, image_array=images.stack_images(paths), image_root=None,
+                                  image_paths=None)
+    return raw
+
+
+def prepare(config):
+    """Imports, normalises and saves a dataset; returns (dataset, timings)."""
+    timings = {}
+    start = time.perf_counter()
+    raw = import_raw(config)
+    timings["import_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    wordnet = wordnet_lib.get_wordnet(config.wordnet_cache or None)
+    dataset = normalize.normalize(raw, wordnet, config.min_tag_fraction)
+    timings["normalize_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    dataset.info["prepare_config"] = dataclasses.asdict(config)
+    manifest = dataset_lib.save(dataset, os.path.join(config.workdir, "prepared"))
+    dataset.info["content_hash"] = manifest["content_hash"]
+    timings["save_s"] = time.perf_counter() - start
+    return dataset, timings
+
+
+def baseline_scores(dataset, seed=0):
+    """RandomGuess and UserTags metrics on a labelled dataset."""
+    random_mean, _ = trivial.random_guess(dataset.labels, seed=seed)
+    user = metrics.evaluate(trivial.user_tags_scores(dataset), dataset.labels,
+                            label_names=dataset.label_names)
+    return {"RandomGuess": random_mean, "UserTags": user}
+
+
+def format_report(dataset, timings, scores):
+    """The human-readable report that `prepare` prints."""
+    stats = dataset.statistics()
+    norm = dataset.info["normalization"]
+    lines = [
+        "Table 1 statistics",
+        f"  images N        {stats['images']:,}",
+        f"  tag set size C  {stats['tags']:,}",
+        f"  labels          {stats['labels']}",
+        f"  tags per image  {stats['tags_per_image']:.2f}",
+        "Normalisation (tokens = image-tag pairs)",
+        f"  tokens in                      {norm['tokens_in']:,}",
+        f"  removed: not in WordNet        {norm['tokens_removed_not_in_wordnet']:,}"
+        f"  ({norm['tags_not_in_wordnet']:,} distinct tags)",
+        f"  merged: same lemma in an image {norm['tokens_merged_same_lemma']:,}",
+        f"  removed: rare (< {norm['min_images']:g} images) {norm['tokens_removed_rare']:,}"
+        f"  ({norm['tags_rare']:,} tags)",
+        f"  tokens out                     {norm['tokens_out']:,}",
+    ]
+    if norm["labels_without_tag"]:
+        lines.append(f"  labels with no tag: {', '.join(norm['labels_without_tag'])}")
+    skipped = {k: v for k, v in dataset.info.items() if k in ("corrupt_images", "missing_images") and v}
+    if skipped:
+        lines.append(f"Skipped images: {skipped}")
+    lines.append("Timings: " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in timings.items()))
+    if scores:
+        lines.append(f"{'Method':<12} {'miAP':>6} {'mAP':>6} {'MicroAUC':>9} {'MacroAUC':>9}")
+        for name, s in scores.items():
+            lines.append(f"{name:<12} {s['miAP']:6.3f} {s['mAP']:6.3f} {s['MicroAUC']:9.3f} {s['MacroAUC']:9.3f}")
+        lines.append("(RandomGuess: mean of 80 draws; UserTags: the refinement protocol on all images)")
+    return "\n".join(lines)
+
+
+FLAGS = flags.FLAGS
+_DEFAULTS = PrepareConfig()
+flags.DEFINE_enum("source", _DEFAULTS.source, SOURCES, "Where the collection comes from.")
+flags.DEFINE_string("input", _DEFAULTS.input, "Source path (see PrepareConfig).")
+flags.DEFINE_string("workdir", _DEFAULTS.workdir, "Outputs go to <workdir>/prepared.")
+flags.DEFINE_integer("num_images", _DEFAULTS.num_images, "FashionTags: number of images.")
+flags.DEFINE_integer("seed", _DEFAULTS.seed, "FashionTags and RandomGuess seed.")
+flags.DEFINE_float("min_tag_fraction", _DEFAULTS.min_tag_fraction,
+                   "Drop tags used by fewer than this fraction of images (paper: 0.001).")
+flags.DEFINE_bool("strict", _DEFAULTS.strict, "Fail on a corrupt image instead of skipping it.")
+flags.DEFINE_bool("embed_images", _DEFAULTS.embed_images,
+                  "Store decoded images in the prepared dataset (small sets of one image size).")
+flags.DEFINE_enum("mirflickr_labels", _DEFAULTS.mirflickr_labels, ("r1", "potential"),
+                  "MIRFlickr labels: the 14 relevant (r1) or the 24 potential concepts.")
+flags.DEFINE_enum("mirflickr_tags", _DEFAULTS.mirflickr_tags, ("processed", "raw"),
+                  "MIRFlickr tags: meta/tags (processed) or meta/tags_raw.")
+flags.DEFINE_string("nuswide_image_dir", _DEFAULTS.nuswide_image_dir,
+                    "NUS-WIDE image directory (default <input>/Flickr).")
+flags.DEFINE_string("wordnet_cache", _DEFAULTS.wordnet_cache,
+                    "Cache directory for WordNet built from Debian's files (default ~/.cache/wsnn).")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        config = PrepareConfig(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(PrepareConfig)})
+        dataset, timings = prepare(config)
+    except (ValueError, wordnet_lib.WordNetUnavailable) as e:
+        print(f"wsnn.prepare: error: {e}", file=sys.stderr)
+        return 2
+    scores = baseline_scores(dataset, config.seed) if dataset.labels is not None else {}
+    print(format_report(dataset, timings, scores))
+    print(f"Prepared dataset: {os.path.join(config.workdir, 'prepared')} "
+          f"(content hash {dataset.info['content_hash'][:16]})")
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
