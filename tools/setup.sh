@@ -26,6 +26,7 @@ fi
 stamp=.venv/.wsnn-installed
 if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
   echo "setup: installing wsnn and its dependencies into .venv (first time: a few minutes)" >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 |
+    { grep -v "is ignored: it is neither a file nor a directory" || true; }
   touch "$stamp"
 fi

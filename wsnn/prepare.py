@@ -73,26 +73,30 @@ class PrepareConfig:
             raise ValueError(f"--num_images={self.num_images}: must be positive")
 
 
-def _fashion_tags_jsonl(config):
+def _fashion_tags_dir(config):
+    return os.path.join(config.workdir, f"fashion_tags_v{fashion_tags.VERSION}")
+
+
+def generate_fashion_tags(config):
     """Generates FashionTags unless the same version, size and seed is there."""
-    out = os.path.join(config.workdir, f"fashion_tags_v{fashion_tags.VERSION}")
+    out = _fashion_tags_dir(config)
     metadata_path = os.path.join(out, "metadata.json")
     if os.path.isfile(metadata_path):
         with open(metadata_path) as f:
             old = json.load(f)
         if (old.get("seed"), old.get("parameters", {}).get("num_images")) == (config.seed, config.num_images):
             logging.info("reusing %s", out)
-            return os.path.join(out, "annotations.jsonl")
+            return
     logging.info("generating FashionTags (N=%d, seed=%d) in %s", config.num_images, config.seed, out)
     fashion_tags.generate(out, config.num_images, config.seed,
                           source_dir=config.input or fashion_tags.SOURCE_DIR)
-    return os.path.join(out, "annotations.jsonl")
 
 
 def import_raw(config):
     """Runs the importer of `config.source`; returns the raw TaggedImageSet."""
     if config.source == "fashion_tags":
-        return jsonl.load_jsonl(_fashion_tags_jsonl(config), config.strict, embed_images=True)
+        return jsonl.load_jsonl(os.path.join(_fashion_tags_dir(config), "annotations.jsonl"),
+                                config.strict, embed_images=True)
     if config.source == "jsonl":
         return jsonl.load_jsonl(config.input, config.strict, config.embed_images)
     if config.source == "mirflickr":
@@ -111,6 +115,10 @@ def import_raw(config):
 def prepare(config):
     """Imports, normalises and saves a dataset; returns (dataset, timings)."""
     timings = {}
+    if config.source == "fashion_tags":
+        start = time.perf_counter()
+        generate_fashion_tags(config)
+        timings["generate_s"] = time.perf_counter() - start
     start = time.perf_counter()
     raw = import_raw(config)
     timings["import_s"] = time.perf_counter() - start
@@ -145,14 +153,17 @@ def format_report(dataset, timings, scores):
         f"  labels          {stats['labels']}",
         f"  tags per image  {stats['tags_per_image']:.2f}",
         "Normalisation (tokens = image-tag pairs)",
-        f"  tokens in                      {norm['tokens_in']:,}",
-        f"  removed: not in WordNet        {norm['tokens_removed_not_in_wordnet']:,}"
-        f"  ({norm['tags_not_in_wordnet']:,} distinct tags)",
-        f"  merged: same lemma in an image {norm['tokens_merged_same_lemma']:,}",
-        f"  removed: rare (< {norm['min_images']:g} images) {norm['tokens_removed_rare']:,}"
-        f"  ({norm['tags_rare']:,} tags)",
-        f"  tokens out                     {norm['tokens_out']:,}",
     ]
+    rows = [
+        ("tokens in", norm["tokens_in"], ""),
+        ("removed: not in WordNet", norm["tokens_removed_not_in_wordnet"],
+         f"{norm['tags_not_in_wordnet']:,} distinct tags"),
+        ("merged: same lemma in image", norm["tokens_merged_same_lemma"], ""),
+        ("removed: rare", norm["tokens_removed_rare"],
+         f"{norm['tags_rare']:,} tags on < {norm['min_images']:g} images"),
+        ("tokens out", norm["tokens_out"], ""),
+    ]
+    lines += [f"  {name:<28} {value:>10,}  {note}".rstrip() for name, value, note in rows]
     if norm["labels_without_tag"]:
         lines.append(f"  labels with no tag: {', '.join(norm['labels_without_tag'])}")
     skipped = {k: v for k, v in dataset.info.items() if k in ("corrupt_images", "missing_images") and v}

@@ -153,6 +153,7 @@ class TaggedImageSet:
             image_array=None if self.image_array is None else self.image_array[indices],
             labels=None if self.labels is None else self.labels[indices],
             users=None if self.users is None else [self.users[i] for i in indices],
+            info=dict(self.info),
         )
 
     def statistics(self):
@@ -176,6 +177,7 @@ def from_tag_lists(ids, tag_lists, **kwargs):
     Returns:
       A TaggedImageSet.
     """
+    tag_lists = [list(tags) for tags in tag_lists]
     vocab = sorted({t for tags in tag_lists for t in tags})
     column = {t: j for j, t in enumerate(vocab)}
     indptr, indices = [0], []
@@ -252,6 +254,8 @@ def read_manifest(directory):
             manifest = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: unreadable manifest ({e})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise DataError(f"{path}: not a wsnn manifest (expected an object with 'files')")
     if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise DataError(f"{path}: format {manifest.get('format')} v{manifest.get('version')}, "
                         f"expected {FORMAT} v{VERSION}")

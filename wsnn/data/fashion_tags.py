@@ -1,7 +1,6 @@
 """FashionTags v1: real Fashion-MNIST photos in small scenes, tagged by simulated users.
 
-The specification is ../shared/benchmarks/fashion_tags.md (kept in the
-repository as docs/fashion_tags.md). In short: each image is a 2x2 mosaic
+The specification is docs/fashion_tags.md. In short: each image is a 2x2 mosaic
 (56x56 grey) of 1-4 Fashion-MNIST items drawn from one of four styles; its
 labels are the classes present; one of 400 simulated Flickr users tags it,
 incompletely (recall), imprecisely (confusable classes, synonyms, hypernyms,
@@ -19,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -85,7 +85,7 @@ def read_idx(path):
     try:
         with gzip.open(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read gzipped IDX file ({e})") from None
     if len(data) < 8 or data[:2] != b"\0\0" or data[2] != 8:
         raise DataError(f"{path}: not an IDX file of unsigned bytes")

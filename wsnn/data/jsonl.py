@@ -97,6 +97,10 @@ def load_jsonl(path, strict=False, embed_images=False):
             unknown_labels = [l for l in labels if l not in label_names]
             if unknown_labels:
                 raise DataError(f"{at}: label(s) {unknown_labels} not in {labels_file}")
+        for field in ("id", "user"):
+            value = obj.get(field)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+                raise DataError(f"{at}: '{field}' must be a string or an integer")
         image_id = str(obj.get("id", image))
         if image_id in seen:
             raise DataError(f"{at}: duplicate id '{image_id}' (first on line {seen[image_id]})")
@@ -112,6 +116,8 @@ def load_jsonl(path, strict=False, embed_images=False):
     records = [r for r, g in zip(records, good) if g]
     if check.corrupt:
         logging.warning("%s: skipped %d corrupt image(s), e.g. %s", path, check.corrupt, check.examples[0])
+    if not records:
+        raise DataError(f"{path}: every image is corrupt, e.g. {check.examples[0]}")
 
     has_labels = label_names is not None or any(r[4] for r in records)
     if label_names is None:
