@@ -28,3 +28,13 @@ try:
         tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2)
 except RuntimeError:
     pass  # already initialised; the distribution test then fails with a clear message
+
+
+@pytest.fixture(scope="session")
+def two_cpu_strategy():
+    """One MirroredStrategy over the 2 logical CPUs for every in-process test.
+
+    Several strategies in one process can hand out clashing collective
+    instance keys; sharing one avoids that.
+    """
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])

@@ -281,7 +281,7 @@ def test_tiny_asymmetry_accepted():
 # --- distribution ---------------------------------------------------------------
 
 @pytest.mark.parametrize("stop_gradient", [True, False])
-def test_two_replicas_equal_one_device(stop_gradient):
+def test_two_replicas_equal_one_device(stop_gradient, two_cpu_strategy):
     """Summed per-replica losses and gradients equal the single-device ones.
 
     Keras divides sum_over_batch_size losses by num_replicas_in_sync itself,
@@ -311,7 +311,7 @@ def test_two_replicas_equal_one_device(stop_gradient):
     v, w = tf.Variable(init_v), tf.Variable(init_w)
     single_loss, single_grads = tf.function(replica_step)(inputs, user_tags, v, w)
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = two_cpu_strategy
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         v, w = tf.Variable(init_v), tf.Variable(init_w)

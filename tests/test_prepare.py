@@ -35,7 +35,7 @@ def test_prepare_cli_writes_dataset_and_prints_report(tmp_path, wordnet):
     workdir = tmp_path / "run"
     cache = wordnet.root.path.rsplit("/nltk_data/", 1)[0]
     result = subprocess.run(
-        [sys.executable, "-m", "wsnn.prepare", "--source=jsonl", f"--input={path}",
+        [sys.executable, "-m", "wsnn.prepare", "--source=jsonl", f"--data_dir={path}",
          f"--workdir={workdir}", "--embed_images", f"--wordnet_cache={cache}"],
         capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
@@ -55,12 +55,12 @@ def test_prepare_cli_writes_dataset_and_prints_report(tmp_path, wordnet):
 
 def test_prepare_cli_bad_flag_is_one_clear_line(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "wsnn.prepare", "--source=jsonl", f"--input={tmp_path / 'missing.jsonl'}"],
+        [sys.executable, "-m", "wsnn.prepare", "--source=jsonl", f"--data_dir={tmp_path / 'missing.jsonl'}"],
         capture_output=True, text=True, check=False)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("wsnn.prepare: error: --input=")
+    assert result.stderr.strip().splitlines()[-1].startswith("wsnn.prepare: error: --data_dir=")
 
 
 def test_config_requires_input_for_real_datasets():
-    with pytest.raises(ValueError, match="--input is required"):
+    with pytest.raises(ValueError, match="--data_dir is required"):
         prepare.PrepareConfig(source="mirflickr")

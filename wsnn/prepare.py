@@ -1,9 +1,9 @@
 """Prepare a tagged image collection: import, normalise tags, save, report.
 
     python -m wsnn.prepare --source=fashion_tags --workdir=runs/fashion_tags
-    python -m wsnn.prepare --source=mirflickr --input=/data/mirflickr25k --workdir=runs/mirflickr
-    python -m wsnn.prepare --source=nuswide --input=/data/nuswide --workdir=runs/nuswide
-    python -m wsnn.prepare --source=jsonl --input=photos/annotations.jsonl --workdir=runs/photos
+    python -m wsnn.prepare --source=mirflickr --data_dir=/data/mirflickr25k --workdir=runs/mirflickr
+    python -m wsnn.prepare --source=nuswide --data_dir=/data/nuswide --workdir=runs/nuswide
+    python -m wsnn.prepare --source=jsonl --data_dir=photos/annotations.jsonl --workdir=runs/photos
 
 Writes the prepared dataset to `<workdir>/prepared` (see `wsnn.data.dataset`)
 and prints the paper's Table-1 statistics, what normalisation removed, the
@@ -18,7 +18,9 @@ import time
 
 from absl import app, flags, logging
 
+from wsnn import config as config_lib
 from wsnn import wordnet as wordnet_lib
+from wsnn.config import field
 from wsnn.baselines import trivial
 from wsnn import metrics
 from wsnn.data import dataset as dataset_lib
@@ -29,44 +31,37 @@ SOURCES = ("fashion_tags", "mirflickr", "nuswide", "jsonl")
 
 @dataclasses.dataclass(frozen=True)
 class PrepareConfig:
-    """What to prepare and how.
+    """What to prepare and how (one flag per field)."""
 
-    Attributes:
-      source: one of SOURCES.
-      input: fashion_tags: the Fashion-MNIST directory; mirflickr and nuswide:
-        the unzipped archives' directory; jsonl: the annotations.jsonl file.
-      workdir: outputs go to `<workdir>/prepared` (and, for fashion_tags,
-        the generated collection to `<workdir>/fashion_tags_v1`).
-      num_images, seed: FashionTags size and seed.
-      min_tag_fraction: tags on fewer than this fraction of images are dropped.
-      strict: a corrupt image is an error instead of being skipped.
-      embed_images: keep the decoded images in the prepared dataset.
-      mirflickr_labels: "r1" (the paper's 14) or "potential" (24).
-      mirflickr_tags: "processed" or "raw".
-      nuswide_image_dir: NUS-WIDE images (default `<input>/Flickr`).
-      wordnet_cache: where a WordNet corpus built from Debian's files is kept.
-    """
-
-    source: str = "fashion_tags"
-    input: str = ""
-    workdir: str = "runs/fashion_tags"
-    num_images: int = 10000
-    seed: int = 0
-    min_tag_fraction: float = 0.001
-    strict: bool = False
-    embed_images: bool = False
-    mirflickr_labels: str = "r1"
-    mirflickr_tags: str = "processed"
-    nuswide_image_dir: str = ""
-    wordnet_cache: str = ""
+    source: str = field("fashion_tags", f"Where the collection comes from: {', '.join(SOURCES)}.")
+    data_dir: str = field("", "fashion_tags: the Fashion-MNIST directory (default: Debian's); "
+                              "mirflickr, nuswide: the unzipped archives; jsonl: annotations.jsonl "
+                              "or its directory.")
+    workdir: str = field("runs/fashion_tags", "Outputs go to <workdir>/prepared.")
+    num_images: int = field(10000, "FashionTags: number of images.")
+    seed: int = field(0, "FashionTags and RandomGuess seed.")
+    min_tag_fraction: float = field(0.001, "Drop tags used by fewer than this fraction of the "
+                                           "images (the paper: 0.001).")
+    strict: bool = field(False, "Fail on a corrupt image instead of skipping it.")
+    embed_images: bool = field(False, "Store the decoded images in the prepared dataset (small "
+                                      "sets of one image size; always on for fashion_tags).")
+    mirflickr_labels: str = field("r1", "MIRFlickr labels: r1 (the paper's 14) or potential (24).")
+    mirflickr_tags: str = field("processed", "MIRFlickr tags: processed (meta/tags) or raw.")
+    nuswide_image_dir: str = field("", "NUS-WIDE image directory (default <data_dir>/Flickr).")
+    wordnet_cache: str = field("", "Cache for WordNet built from Debian's files (default "
+                                   "~/.cache/wsnn).")
 
     def __post_init__(self):
         if self.source not in SOURCES:
             raise ValueError(f"--source={self.source}: must be one of {', '.join(SOURCES)}")
-        if self.source != "fashion_tags" and not self.input:
-            raise ValueError(f"--input is required for --source={self.source}")
-        if self.input and not os.path.exists(self.input):
-            raise ValueError(f"--input={self.input}: no such file or directory")
+        if self.source != "fashion_tags" and not self.data_dir:
+            raise ValueError(f"--data_dir is required for --source={self.source}")
+        if self.data_dir and not os.path.exists(self.data_dir):
+            raise ValueError(f"--data_dir={self.data_dir}: no such file or directory")
+        if self.mirflickr_labels not in ("r1", "potential"):
+            raise ValueError(f"--mirflickr_labels={self.mirflickr_labels}: must be r1 or potential")
+        if self.mirflickr_tags not in ("processed", "raw"):
+            raise ValueError(f"--mirflickr_tags={self.mirflickr_tags}: must be processed or raw")
         if not 0 <= self.min_tag_fraction < 1:
             raise ValueError(f"--min_tag_fraction={self.min_tag_fraction}: must be in [0, 1)")
         if self.num_images < 1:
@@ -89,7 +84,7 @@ def generate_fashion_tags(config):
             return
     logging.info("generating FashionTags (N=%d, seed=%d) in %s", config.num_images, config.seed, out)
     fashion_tags.generate(out, config.num_images, config.seed,
-                          source_dir=config.input or fashion_tags.SOURCE_DIR)
+                          source_dir=config.data_dir or fashion_tags.SOURCE_DIR)
 
 
 def import_raw(config):
@@ -98,12 +93,15 @@ def import_raw(config):
         return jsonl.load_jsonl(os.path.join(_fashion_tags_dir(config), "annotations.jsonl"),
                                 config.strict, embed_images=True)
     if config.source == "jsonl":
-        return jsonl.load_jsonl(config.input, config.strict, config.embed_images)
+        path = config.data_dir
+        if os.path.isdir(path):
+            path = os.path.join(path, "annotations.jsonl")
+        return jsonl.load_jsonl(path, config.strict, config.embed_images)
     if config.source == "mirflickr":
-        raw = mirflickr.load_mirflickr(config.input, label_set=config.mirflickr_labels,
+        raw = mirflickr.load_mirflickr(config.data_dir, label_set=config.mirflickr_labels,
                                        tag_kind=config.mirflickr_tags, strict=config.strict)
     else:
-        raw = nuswide.load_nuswide(config.input, image_dir=config.nuswide_image_dir or None,
+        raw = nuswide.load_nuswide(config.data_dir, image_dir=config.nuswide_image_dir or None,
                                    strict=config.strict)
     if config.embed_images:
         paths = [raw.image_path(i) for i in range(raw.num_images)]
@@ -179,32 +177,13 @@ def format_report(dataset, timings, scores):
 
 
 FLAGS = flags.FLAGS
-_DEFAULTS = PrepareConfig()
-flags.DEFINE_enum("source", _DEFAULTS.source, SOURCES, "Where the collection comes from.")
-flags.DEFINE_string("input", _DEFAULTS.input, "Source path (see PrepareConfig).")
-flags.DEFINE_string("workdir", _DEFAULTS.workdir, "Outputs go to <workdir>/prepared.")
-flags.DEFINE_integer("num_images", _DEFAULTS.num_images, "FashionTags: number of images.")
-flags.DEFINE_integer("seed", _DEFAULTS.seed, "FashionTags and RandomGuess seed.")
-flags.DEFINE_float("min_tag_fraction", _DEFAULTS.min_tag_fraction,
-                   "Drop tags used by fewer than this fraction of images (paper: 0.001).")
-flags.DEFINE_bool("strict", _DEFAULTS.strict, "Fail on a corrupt image instead of skipping it.")
-flags.DEFINE_bool("embed_images", _DEFAULTS.embed_images,
-                  "Store decoded images in the prepared dataset (small sets of one image size).")
-flags.DEFINE_enum("mirflickr_labels", _DEFAULTS.mirflickr_labels, ("r1", "potential"),
-                  "MIRFlickr labels: the 14 relevant (r1) or the 24 potential concepts.")
-flags.DEFINE_enum("mirflickr_tags", _DEFAULTS.mirflickr_tags, ("processed", "raw"),
-                  "MIRFlickr tags: meta/tags (processed) or meta/tags_raw.")
-flags.DEFINE_string("nuswide_image_dir", _DEFAULTS.nuswide_image_dir,
-                    "NUS-WIDE image directory (default <input>/Flickr).")
-flags.DEFINE_string("wordnet_cache", _DEFAULTS.wordnet_cache,
-                    "Cache directory for WordNet built from Debian's files (default ~/.cache/wsnn).")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        config = PrepareConfig(**{f.name: FLAGS[f.name].value for f in dataclasses.fields(PrepareConfig)})
+        config = config_lib.from_flags(PrepareConfig)
         dataset, timings = prepare(config)
     except (ValueError, wordnet_lib.WordNetUnavailable) as e:
         print(f"wsnn.prepare: error: {e}", file=sys.stderr)
@@ -218,6 +197,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
+    config_lib.define_flags(PrepareConfig)
     app.run(main)
 
 

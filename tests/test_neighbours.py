@@ -1,0 +1,232 @@
+"""Tests of wsnn.neighbours: candidates Z against brute force, and Algorithm 1's batches.
+
+Features are small integers throughout, so float32 distances are exact and
+ties are real ties that the code and the NumPy references must break alike.
+"""
+
+import keras
+import numpy as np
+import pytest
+import scipy.sparse
+
+from wsnn.data.dataset import from_tag_lists
+from wsnn.data.pipeline import ImageSource
+from wsnn.neighbours import NeighbourBatches, nearest_candidates
+
+N, SIZE, M = 40, 4, 10
+
+
+# --- NumPy references --------------------------------------------------------
+
+def _ref_candidates(features, m):
+    """Full N x N distance matrix, stable argsort, self removed."""
+    x = np.asarray(features, np.float64)
+    distances = ((x[:, np.newaxis] - x[np.newaxis]) ** 2).sum(-1)
+    order = np.argsort(distances, axis=1, kind="stable")
+    return np.array([[j for j in row if j != i][:m] for i, row in enumerate(order)])
+
+
+def _ref_neighbours(features, candidates, anchor, m):
+    """The m-1 candidates of `anchor` nearest to it in `features`."""
+    z = candidates[anchor]
+    distances = ((features[z] - features[anchor]) ** 2).sum(-1)
+    return z[np.argsort(distances, kind="stable")[:m - 1]]
+
+
+# --- nearest_candidates ------------------------------------------------------
+
+@pytest.mark.parametrize("chunk_size", [2048, 7, 1])
+def test_nearest_candidates_match_brute_force(chunk_size):
+    features = np.random.default_rng(0).integers(-20, 20, (53, 6)).astype(np.float32)
+    got = nearest_candidates(features, 9, chunk_size=chunk_size)
+    assert got.dtype == np.int32 and got.shape == (53, 9)
+    np.testing.assert_array_equal(got, _ref_candidates(features, 9))
+
+
+def test_nearest_candidates_break_ties_by_lower_index():
+    # 5 distinct points, each repeated 6 times: every row is full of ties.
+    rng = np.random.default_rng(1)
+    points = rng.integers(0, 4, (5, 3)).astype(np.float32)
+    features = points[rng.integers(0, 5, 30)]
+    for m in (1, 4, 8, 29):
+        got = nearest_candidates(features, m, chunk_size=8)
+        np.testing.assert_array_equal(got, _ref_candidates(features, m))
+        assert not np.any(got == np.arange(30)[:, np.newaxis])
+
+
+def test_nearest_candidates_progress_and_checks():
+    calls = []
+    nearest_candidates(np.eye(10, dtype=np.float32), 3, chunk_size=4,
+                       progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(4, 10), (8, 10), (10, 10)]
+    with pytest.raises(ValueError, match="M=10.*N=10"):
+        nearest_candidates(np.eye(10), 10)
+    with pytest.raises(ValueError, match="2-D"):
+        nearest_candidates(np.zeros(10), 3)
+    with pytest.raises(ValueError, match="NaN"):
+        nearest_candidates(np.full((4, 2), np.nan), 2)
+
+
+# --- NeighbourBatches --------------------------------------------------------
+
+def _dataset(seed=0):
+    """N grey 4x4 images of small integers and random user tags."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 8, (N, SIZE, SIZE), dtype=np.uint8)
+    tag_lists = [[f"t{j}" for j in range(6) if rng.random() < 0.4] + ["t6"] for _ in range(N)]
+    return from_tag_lists([f"im{i}" for i in range(N)], tag_lists, image_array=images)
+
+
+def _linear(weights):
+    """embed_fn = flattened images @ W; reads W when called, so edits to W count."""
+    return lambda images: images.reshape(len(images), -1).astype(np.float32) @ weights
+
+
+def _batches(dataset, embed_fn, candidates=None, **kwargs):
+    """Batches of 12 = 3 groups of 4; candidates Z from embed_fn unless given."""
+    source = ImageSource(dataset)
+    if candidates is None:
+        candidates = nearest_candidates(embed_fn(source.get(np.arange(N))), M)
+    kwargs = dict(dict(batch_size=12, group_size=4), **kwargs)
+    return NeighbourBatches(source, dataset.user_tags, candidates, embed_fn, **kwargs), candidates
+
+
+def test_batches_are_anchor_groups_of_current_nearest_candidates():
+    dataset = _dataset()
+    weights = np.random.default_rng(2).integers(-3, 4, (SIZE * SIZE, 3)).astype(np.float32)
+    embed = _linear(weights)
+    # Z from raw pixels (phi_0) and batches from W (phi_n): the ranking must be redone.
+    candidates = nearest_candidates(dataset.image_array.reshape(N, -1), M)
+    batches, _ = _batches(dataset, embed, candidates)
+    features = embed(ImageSource(dataset).get(np.arange(N))).astype(np.float64)
+    g = dataset.user_tags.toarray()
+    assert len(batches) == 14  # ceil(40 / (12 / 4))
+    for i in range(len(batches)):
+        images, user_tags, indices = batches[i]
+        assert images.shape == (12, SIZE, SIZE, 1) and images.dtype == np.uint8
+        assert user_tags.dtype == np.float32 and indices.dtype == np.int64
+        np.testing.assert_array_equal(images[..., 0], dataset.image_array[indices])
+        np.testing.assert_array_equal(user_tags, g[indices])
+        np.testing.assert_array_equal(batches.group_indices(i), indices)
+        for group in indices.reshape(3, 4):
+            np.testing.assert_array_equal(group[1:], _ref_neighbours(features, candidates, group[0], 4))
+
+
+def test_every_image_is_an_anchor_once_per_epoch_and_the_last_batch_wraps():
+    batches, _ = _batches(_dataset(), _linear(np.ones((SIZE * SIZE, 2), np.float32)))
+    anchors = np.concatenate([batches.group_indices(i)[::4] for i in range(len(batches))])
+    assert len(anchors) == 42
+    np.testing.assert_array_equal(np.sort(anchors[:N]), np.arange(N))
+    np.testing.assert_array_equal(anchors[N:], anchors[:2])  # wrap-around fill
+    np.testing.assert_array_equal(anchors[:N], batches.anchor_order)
+
+
+def test_order_depends_on_seed_and_epoch_only():
+    dataset, embed = _dataset(), _linear(np.ones((SIZE * SIZE, 2), np.float32))
+    first, _ = _batches(dataset, embed, seed=5, epoch=3)
+    again, _ = _batches(dataset, embed, seed=5, epoch=3)
+    for i in (0, 13):
+        for a, b in zip(first[i], again[i]):
+            np.testing.assert_array_equal(a, b)
+    order = first.anchor_order.copy()
+    first.set_epoch(4)
+    assert first.epoch == 4 and not np.array_equal(first.anchor_order, order)
+    np.testing.assert_array_equal(np.sort(first.anchor_order), np.arange(N))
+    first.set_epoch(3)
+    np.testing.assert_array_equal(first.anchor_order, order)
+    other_seed, _ = _batches(dataset, embed, seed=6, epoch=3)
+    assert not np.array_equal(other_seed.anchor_order, order)
+
+
+def _two_view_dataset():
+    """Pixel 0 is i and pixel 1 is 17 i mod 40, a scrambled copy of i.
+
+    Embedded by pixel 0, the candidates of i are the images with the nearest
+    i; embedded by pixel 1 the same candidates are ranked differently, so the
+    chosen neighbours must change when the embedding does.
+    """
+    images = np.zeros((N, SIZE, SIZE), np.uint8)
+    images[:, 0, 0] = np.arange(N)
+    images[:, 0, 1] = (17 * np.arange(N)) % N
+    return from_tag_lists([f"im{i}" for i in range(N)], [["t"]] * N, image_array=images)
+
+
+def _pixel_weights(pixel):
+    weights = np.zeros((SIZE * SIZE, 1), np.float32)
+    weights[pixel] = 1.0
+    return weights
+
+
+def _groups(batches, i):
+    return batches.group_indices(i).reshape(-1, batches.group_size)
+
+
+def test_changing_the_embedding_weights_changes_the_neighbours():
+    dataset = _two_view_dataset()
+    weights = _pixel_weights(0)
+    embed = _linear(weights)
+    batches, candidates = _batches(dataset, embed)
+    before = _groups(batches, 0)
+    weights[...] = _pixel_weights(1)  # the dataset holds embed_fn, not a copy of W
+    after = _groups(batches, 0)
+    np.testing.assert_array_equal(before[:, 0], after[:, 0])
+    assert not np.array_equal(before, after)
+    features = dataset.image_array.reshape(N, -1)[:, 1:2].astype(np.float64)
+    for group in after:
+        np.testing.assert_array_equal(group[1:], _ref_neighbours(features, candidates, group[0], 4))
+
+
+def test_keras_model_neighbours_follow_its_current_weights():
+    dataset = _two_view_dataset()
+    model = keras.Sequential([keras.Input((SIZE, SIZE, 1)), keras.layers.Flatten(),
+                              keras.layers.Dense(1, use_bias=False)])
+    model.layers[-1].kernel.assign(_pixel_weights(0))
+
+    def embed(images):
+        return model(images.astype(np.float32), training=False)
+
+    batches, _ = _batches(dataset, embed)
+    before = _groups(batches, 0)
+    np.testing.assert_array_equal(before, _groups(_batches(dataset, _linear(_pixel_weights(0)))[0], 0))
+    model.layers[-1].kernel.assign(_pixel_weights(1))
+    after = _groups(batches, 0)
+    assert not np.array_equal(before, after)
+    np.testing.assert_array_equal(after[:, 0], before[:, 0])
+
+
+def test_embedding_is_chunked_and_batched():
+    calls = []
+    linear = _linear(np.ones((SIZE * SIZE, 2), np.float32))
+
+    def embed(images):
+        calls.append(len(images))
+        return linear(images)
+
+    batches, _ = _batches(_dataset(), linear, max_embed_batch=7)
+    batches.embed_fn = embed
+    batches[0]
+    assert calls and max(calls) <= 7 and sum(calls) <= 3 * (M + 1)
+
+
+def test_construction_checks():
+    dataset = _dataset()
+    source = ImageSource(dataset)
+    g = dataset.user_tags
+    candidates = nearest_candidates(source.get(np.arange(N)).reshape(N, -1), M)
+    embed = _linear(np.ones((SIZE * SIZE, 2), np.float32))
+    with pytest.raises(ValueError, match="s=10.*m=4"):
+        NeighbourBatches(source, g, candidates, embed, batch_size=10, group_size=4)
+    with pytest.raises(ValueError, match="m=10.*M=10"):
+        NeighbourBatches(source, g, candidates, embed, batch_size=20, group_size=10)
+    with pytest.raises(ValueError, match="39 rows.*N=40"):
+        NeighbourBatches(source, g, candidates[:-1], embed, batch_size=8, group_size=4)
+    wide = np.tile(np.arange(1, N + 1) % N, (N, 1))  # M = N candidates per image
+    with pytest.raises(ValueError, match="M=40.*N=40"):
+        NeighbourBatches(source, g, wide, embed, batch_size=8, group_size=4)
+    with pytest.raises(ValueError, match="user_tags"):
+        NeighbourBatches(source, scipy.sparse.csr_matrix(g[:-1]), candidates, embed)
+    with pytest.raises(ValueError, match="own candidates"):
+        NeighbourBatches(source, g, np.tile(np.arange(M), (N, 1)), embed, batch_size=8, group_size=4)
+    batches = NeighbourBatches(source, g, candidates, embed, batch_size=8, group_size=4)
+    with pytest.raises(IndexError):
+        batches[len(batches)]

@@ -1,0 +1,197 @@
+"""End-to-end tests of `python -m wsnn.train`: smoke config, resume after SIGKILL,
+NaN handling, TensorBoard contents, config errors and the MIRFlickr flagfile."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing import event_accumulator
+
+from wsnn.data.mirflickr import POTENTIAL_CONCEPTS, R1_CONCEPTS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = os.path.join(ROOT, "flags", "smoke.cfg")
+
+
+def _train(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "wsnn.train", *args], capture_output=True, text=True,
+                          cwd=ROOT, check=False, **kwargs)
+
+
+def _metrics(workdir, task):
+    with open(os.path.join(workdir, task, "metrics.json")) as f:
+        return json.load(f)
+
+
+def _all_finite(summary):
+    return all(math.isfinite(v) for scores in summary["metrics"].values() if scores for v in scores.values())
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("smoke")
+    result = _train(f"--flagfile={SMOKE}", f"--workdir={workdir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, result
+
+
+def test_smoke_writes_every_output(smoke_run):
+    workdir, result = smoke_run
+    assert "2 replica(s)" in result.stdout
+    for task in ("annotation", "refinement"):
+        summary = _metrics(workdir, task)
+        assert _all_finite(summary)
+        steps = summary["steps"]
+        assert steps["completed"] == steps["stage1"] + steps["stage2"] > 0
+        names = {"Multi-CNN", "Ours"} | ({"UserTags"} if task == "refinement" else set())
+        assert set(summary["metrics"]) == names
+        refined = np.load(os.path.join(workdir, task, "refined_tags.npz"))
+        assert refined["scores"].shape == (summary["train_images"], len(refined["tag_names"]))
+        assert ((refined["scores"] >= 0) & (refined["scores"] <= 1)).all()
+        lines = open(os.path.join(workdir, task, "refined_tags.tsv")).read().splitlines()
+        assert lines[0] == "id\tuser_tags\trefined_tags" and len(lines) == summary["train_images"] + 1
+        assert json.load(open(os.path.join(workdir, task, "config.json")))["group_size"] == 4
+        assert "--group_size=4" in open(os.path.join(workdir, task, "flags.txt")).read()
+        assert np.load(os.path.join(workdir, task, "candidates.npy")).shape == (summary["train_images"], 12)
+    annotation = _metrics(workdir, "annotation")
+    assert annotation["train_images"] == 48 and annotation["eval_images"] == 192   # 1/5 of 240
+    assert "refinement  Ours" in result.stdout and "annotation  Multi-CNN" in result.stdout
+
+
+def test_tensorboard_has_losses_metrics_images_and_text(smoke_run):
+    workdir, _ = smoke_run
+    directory = os.path.join(workdir, "tensorboard", "refinement")
+    accumulator = event_accumulator.EventAccumulator(
+        directory, size_guidance={event_accumulator.TENSORS: 0, event_accumulator.IMAGES: 0})
+    accumulator.Reload()
+    tags = set(accumulator.Tags()["tensors"])
+    for name in ("stage2/total", "stage2/visual_consistency", "stage2/semantic_dependency",
+                 "stage2/user_error", "stage2/learning_rate", "stage2/images_per_second", "stage1/loss",
+                 "metrics/mAP", "metrics/miAP", "metrics/MicroAUC", "metrics/MacroAUC", "refined_tags",
+                 "neighbours/anchor_then_selected"):
+        assert name in tags, (name, sorted(tags))
+    image = accumulator.Tensors("neighbours/anchor_then_selected")[0].tensor_proto
+    # Summary images are stored as [width, height, encoded PNG...]: the strip holds m = 4 images.
+    assert image.string_val[0] == b"224" and image.string_val[1] == b"56"
+    text = accumulator.Tensors("refined_tags")[0].tensor_proto.string_val[0].decode()
+    assert text.startswith("| image | user tags | refined tags |")
+
+
+def test_resume_after_sigkill_in_stage2(tmp_path):
+    workdir = tmp_path / "run"
+    args = [f"--flagfile={SMOKE}", f"--workdir={workdir}", "--task=refinement", "--stage2_epochs=3"]
+    process = subprocess.Popen([sys.executable, "-m", "wsnn.train", *args], cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    killed = False
+    deadline = time.time() + 300
+    for line in process.stdout:
+        if "stage 2 epoch 2/3 step 5/" in line:
+            process.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        assert time.time() < deadline
+    process.wait()
+    assert killed and process.returncode == -signal.SIGKILL
+    assert not (workdir / "refinement" / "metrics.json").exists()
+    assert not [p for p in os.listdir(workdir / "refinement") if p.startswith(".tmp")]
+
+    result = _train(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from" in result.stdout and "(stage 2, epoch 2" in result.stdout
+    summary = _metrics(workdir, "refinement")
+    assert summary["steps"]["completed"] == summary["steps"]["stage1"] + summary["steps"]["stage2"]
+    assert summary["steps"]["stage2"] == 3 * 15
+    assert _all_finite(summary)
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, two_cpu_strategy):
+    import tensorflow as tf
+    from wsnn import train_lib
+    from wsnn.config import TrainConfig
+    from wsnn.data.dataset import from_tag_lists
+
+    rng = np.random.default_rng(0)
+    tags = [[t for t in ("sky", "sea", "dog") if rng.random() < 0.4] for _ in range(32)]
+    dataset = from_tag_lists([str(i) for i in range(32)], tags,
+                             image_array=rng.integers(0, 256, (32, 8, 8), dtype=np.uint8))
+    config = TrainConfig(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=1,
+                         batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
+                         checkpoint_every_steps=100)
+    trainer = train_lib.Trainer(config, dataset, "refinement", two_cpu_strategy)
+    good = trainer._steps[2]
+    calls = []
+
+    def poisoned(images, user_tags):
+        calls.append(1)
+        values = good(images, user_tags)
+        return dict(values, total=tf.constant(float("nan"))) if len(calls) == 2 else values
+    trainer._steps[2] = poisoned
+    with pytest.raises(train_lib.NonFiniteLossError, match=r"at stage 2, step 6; the last good checkpoint"):
+        trainer.run()
+    # Stage 1 ended at global step 4 (32 images / 8); that checkpoint is the last one.
+    assert trainer.manager.latest_checkpoint.endswith("ckpt-4")
+    assert not (tmp_path / "refinement" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--backbone=resnet", "--backbone=resnet: must be one of small_cnn, vgg16"),
+    ("--num_candidates=4", "--group_size=4: must be smaller than --num_candidates=4 (m < M)"),
+    ("--batch_size=18", "--batch_size=18: must be a multiple of --group_size=4"),
+    ("--weights=/no/such/file.h5", "--weights=/no/such/file.h5: file not found"),
+    ("--source=mirflickr", "--data_dir is required for --source=mirflickr"),
+])
+def test_config_errors_fail_before_any_work(tmp_path, flag, message):
+    workdir = tmp_path / "run"
+    extra = ["--backbone=vgg16"] if "weights" in flag else []
+    result = _train(f"--flagfile={SMOKE}", f"--workdir={workdir}", *extra, flag)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("wsnn.train: config error: ") and message in lines[-1]
+    assert not workdir.exists()
+
+
+def _mirflickr_tree(root, count=40):
+    """A tiny MIRFlickr-25K in the official layout: 16x16 JPEGs, processed tags, r1 labels."""
+    rng = np.random.default_rng(0)
+    mir = root / "mirflickr"
+    (mir / "meta" / "tags").mkdir(parents=True)
+    (mir / "meta" / "tags_raw").mkdir(parents=True)
+    members = {"sky": [], "dog": [], "night": []}
+    for i in range(1, count + 1):
+        kind = ("sky", "dog", "night")[i % 3]
+        colour = {"sky": (60, 120, 250), "dog": (150, 100, 40), "night": (10, 10, 30)}[kind]
+        pixels = np.clip(np.array(colour) + rng.integers(-20, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(mir / f"im{i}.jpg")
+        tags = [kind] if rng.random() < 0.7 else []
+        tags += ["nikon", "cloud"] if rng.random() < 0.3 else []
+        (mir / "meta" / "tags" / f"tags{i}.txt").write_text("".join(t + "\n" for t in tags))
+        (mir / "meta" / "tags_raw" / f"tags{i}.txt").write_text("".join(t + "\n" for t in tags))
+        members[kind].append(i)
+    annotations = root / "mirflickr25k_annotations_v080"
+    annotations.mkdir()
+    for concept in POTENTIAL_CONCEPTS:
+        (annotations / f"{concept}.txt").write_text("")
+    for concept in R1_CONCEPTS:
+        ids = members.get(concept, [])
+        (annotations / f"{concept}_r1.txt").write_text("".join(f"{i}\n" for i in ids))
+
+
+def test_mirflickr_flagfile_runs_on_official_layout(tmp_path):
+    _mirflickr_tree(tmp_path / "data")
+    workdir = tmp_path / "run"
+    result = _train(f"--flagfile={os.path.join(ROOT, 'flags', 'mirflickr.cfg')}",
+                    f"--data_dir={tmp_path / 'data'}", f"--workdir={workdir}", "--backbone=small_cnn",
+                    "--weights=none", "--image_size=16", "--stage1_epochs=1", "--stage2_epochs=1",
+                    "--batch_size=8", "--group_size=4", "--num_candidates=6", "--task=refinement",
+                    "--num_devices=1", "--min_tag_fraction=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = _metrics(workdir, "refinement")
+    assert summary["train_images"] == 40 and _all_finite(summary)
+    assert "images N        40" in result.stdout

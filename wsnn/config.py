@@ -1,0 +1,148 @@
+"""Frozen configs, and absl flags made from them at the command-line edge.
+
+Each config is a frozen dataclass whose fields carry their help text; the
+entry points define one flag per field (`define_flags`) and turn the parsed
+flags into a config once (`from_flags`). Library code receives the config and
+never reads flags.
+"""
+
+import dataclasses
+import json
+import os
+
+from absl import flags
+
+
+def field(default, help_text):
+    """A dataclass field with its flag help."""
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+def define_flags(cls, skip=(), flag_values=flags.FLAGS):
+    """Defines one absl flag per field of dataclass `cls` (except `skip`)."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip or f.name in flag_values:
+            continue
+        help_text = f.metadata.get("help", f.name)
+        if f.type in (bool, "bool"):
+            flags.DEFINE_bool(f.name, f.default, help_text, flag_values=flag_values)
+        elif f.type in (int, "int"):
+            flags.DEFINE_integer(f.name, f.default, help_text, flag_values=flag_values)
+        elif f.type in (float, "float"):
+            flags.DEFINE_float(f.name, f.default, help_text, flag_values=flag_values)
+        elif f.type in (str, "str"):
+            flags.DEFINE_string(f.name, f.default, help_text, flag_values=flag_values)
+
+
+def from_flags(cls, flag_values=flags.FLAGS, **overrides):
+    """Builds `cls` from parsed flags; `overrides` win over flags."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in overrides:
+            values[f.name] = overrides[f.name]
+        elif f.name in flag_values:
+            values[f.name] = flag_values[f.name].value
+    return cls(**values)
+
+
+def write_config(config, directory, flag_values=None):
+    """Records the resolved config (config.json) and flags (flags.txt) in `directory`."""
+    from wsnn import io_utils
+
+    io_utils.write_json(os.path.join(directory, "config.json"), dataclasses.asdict(config))
+    if flag_values is not None:
+        io_utils.write_text(os.path.join(directory, "flags.txt"), flag_values.flags_into_string())
+
+
+def to_json(config):
+    """The config as a JSON string (for logs)."""
+    return json.dumps(dataclasses.asdict(config), sort_keys=True)
+
+
+TASKS = ("annotation", "refinement", "both")
+BACKBONES = ("small_cnn", "vgg16")
+MEASURES = ("lin", "jcn", "res")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run (the paper's Algorithm 2); one flag per field.
+
+    Durations: epochs are given by the user and turned into steps once
+    (steps per epoch = ceil(training images / batch size)).
+    """
+
+    workdir: str = field("runs/fashion_tags", "Experiment directory: prepared data, checkpoints, "
+                                               "tensorboard, outputs.")
+    task: str = field("both", "annotation (train on a seeded 1/5, predict the other 4/5), refinement "
+                              "(train on all images, refine their tags) or both.")
+    seed: int = field(0, "Seed of the split, data order and initialisation.")
+    train_fraction: float = field(0.2, "Annotation protocol: fraction of images used for training.")
+    backbone: str = field("small_cnn", f"Network: {', '.join(BACKBONES)}.")
+    weights: str = field("none", "vgg16 weights: none, imagenet (downloads: online only) or a local "
+                                 "path to Keras' VGG16 notop .h5 file.")
+    image_size: int = field(0, "Input size S (S x S); 0: the dataset's own size (embedded images).")
+    channels: int = field(0, "Input channels (1 or 3); 0: the dataset's own.")
+    stage1_epochs: int = field(30, "Epochs of stage 1 (phi_0, the Multi-CNN baseline).")
+    stage2_epochs: int = field(30, "Epochs of stage 2 (the three constraints).")
+    batch_size: int = field(64, "s, images per step.")
+    group_size: int = field(8, "m, an anchor plus its m-1 selected neighbours.")
+    num_candidates: int = field(512, "M, neighbour candidates per image (capped below N).")
+    learning_rate: float = field(0.001, "SGD learning rate at the start of each stage.")
+    stage2_learning_rate: float = field(0.0, "Stage-2 learning rate at its start; 0: --learning_rate.")
+    lr_decay_epochs: int = field(10, "Divide the learning rate by 1/lr_decay_factor every this many epochs.")
+    lr_decay_factor: float = field(0.1, "Learning-rate decay factor.")
+    momentum: float = field(0.9, "SGD momentum.")
+    lambda1: float = field(1.0, "Weight of L_sem (eq. 1).")
+    lambda2: float = field(1.0, "Weight of L_err (eq. 1).")
+    alpha: float = field(1.0, "Weight of the WordNet distance in the tag similarity (eq. 4).")
+    similarity_measure: str = field("lin", f"WordNet IC similarity: {', '.join(MEASURES)}.")
+    ic_file: str = field("", "NLTK information-content file; default: WordNet's SemCor counts.")
+    stop_gradient_through_similarity: bool = field(True, "L_vis: no gradient through gamma.")
+    num_devices: int = field(0, "Replicas: 0 = all GPUs (else the CPU); n > 0 = n devices "
+                                "(logical CPU devices when there is no GPU).")
+    checkpoint_every_steps: int = field(200, "Checkpoint every this many steps (and at epoch ends).")
+    log_every_steps: int = field(20, "Progress line and scalar summaries every this many steps.")
+    image_summary_every_steps: int = field(200, "Anchor-and-neighbours image every this many stage-2 steps.")
+    eval_max_images: int = field(5000, "Per-epoch metrics on at most this many images.")
+    refined_top_k: int = field(10, "Refined tags listed per image in refined_tags.tsv.")
+
+    def __post_init__(self):
+        def fail(flag, why):
+            raise ValueError(f"--{flag}={getattr(self, flag)}: {why}")
+        if self.task not in TASKS:
+            fail("task", f"must be one of {', '.join(TASKS)}")
+        if self.backbone not in BACKBONES:
+            fail("backbone", f"must be one of {', '.join(BACKBONES)}")
+        if self.similarity_measure not in MEASURES:
+            fail("similarity_measure", f"must be one of {', '.join(MEASURES)}")
+        if not 0 < self.train_fraction < 1:
+            fail("train_fraction", "must be in (0, 1)")
+        if self.channels not in (0, 1, 3):
+            fail("channels", "must be 0, 1 or 3")
+        if self.image_size < 0:
+            fail("image_size", "must be >= 0")
+        for name in ("stage1_epochs", "stage2_epochs"):
+            if getattr(self, name) < 0:
+                fail(name, "must be >= 0")
+        for name in ("batch_size", "lr_decay_epochs", "checkpoint_every_steps", "log_every_steps",
+                     "image_summary_every_steps", "eval_max_images", "refined_top_k"):
+            if getattr(self, name) < 1:
+                fail(name, "must be >= 1")
+        if self.group_size < 2:
+            fail("group_size", "must be >= 2 (an anchor and at least one neighbour)")
+        if self.batch_size % self.group_size:
+            fail("batch_size", f"must be a multiple of --group_size={self.group_size}")
+        if self.group_size >= self.num_candidates:
+            fail("group_size", f"must be smaller than --num_candidates={self.num_candidates} (m < M)")
+        for name in ("learning_rate", "stage2_learning_rate", "lambda1", "lambda2", "alpha", "lr_decay_factor", "momentum"):
+            if not getattr(self, name) >= 0:
+                fail(name, "must be >= 0")
+        if self.num_devices < 0:
+            fail("num_devices", "must be >= 0")
+        if self.weights not in ("none", "imagenet") and not os.path.isfile(self.weights):
+            fail("weights", "file not found (give Keras' VGG16 notop .h5, imagenet when online, or none)")
+        if self.backbone == "small_cnn" and self.weights != "none":
+            fail("weights", "small_cnn has no pretrained weights; use --weights=none")
+        if self.ic_file and not os.path.isfile(self.ic_file):
+            fail("ic_file", "file not found")

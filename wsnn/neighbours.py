@@ -1,0 +1,228 @@
+"""Neighbourhood candidates Z and the dynamic-neighbour batches of Algorithm 1.
+
+Zhang et al. (AAAI 2018), "Dynamic Neighbors": the initial network phi_0
+embeds every image and each image i gets the candidate set Z_i of its M
+nearest images by Euclidean distance (`nearest_candidates`). During stage-2
+training, each batch is built by Algorithm 1 (`NeighbourBatches`): for each of
+the next s/m anchor images, embed the anchor and its M candidates with the
+*current* network phi_n, keep the m-1 candidates now nearest to the anchor,
+and concatenate the s/m groups of m images into one batch of s.
+
+Batch layout (what `wsnn.losses` expects): s/m consecutive groups of m rows;
+row 0 of each group is the anchor, rows 1..m-1 its neighbours, nearest first.
+"""
+
+import math
+
+import keras
+import numpy as np
+import scipy.sparse
+
+__all__ = ["nearest_candidates", "NeighbourBatches"]
+
+
+def _smallest(distances, count):
+    """Column indices of the `count` smallest entries of each row.
+
+    Sorted nearest first; equal distances keep the lower column first, so the
+    result does not depend on how the selection algorithm orders ties.
+    """
+    kth = np.partition(distances, count - 1, axis=1)[:, count - 1:count]
+    keep = distances <= kth
+    # Ties at the count-th distance keep too many in a row: drop the extra
+    # tied columns with the highest indices.
+    extra = keep.sum(axis=1) - count
+    for row in np.flatnonzero(extra):
+        tied = np.flatnonzero(distances[row] == kth[row, 0])
+        keep[row, tied[len(tied) - extra[row]:]] = False
+    columns = np.nonzero(keep)[1].reshape(len(distances), count)  # ascending within a row
+    order = np.argsort(np.take_along_axis(distances, columns, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(columns, order, axis=1)
+
+
+def nearest_candidates(features, num_candidates, chunk_size=2048, progress=None):
+    """The candidate sets Z: each image's M nearest other images.
+
+    Exact Euclidean search, ``||q||^2 + ||x||^2 - 2 q.x`` in float32, over
+    chunks of query rows so that memory is O(chunk_size * N) (about
+    9 * chunk_size * N bytes at the peak), never N x N.
+
+    Args:
+      features: N x d array, the phi_0 features of the N images.
+      num_candidates: M, the candidates per image; 1 <= M < N.
+      chunk_size: query rows per chunk.
+      progress: optional callable(done, total) called after each chunk with
+        the number of rows done so far and N.
+
+    Returns:
+      int32 array N x M; row i lists the other images nearest to image i,
+      nearest first, ties by lower index. Image i itself is never in row i.
+
+    Raises:
+      ValueError: features not 2-D or not finite, or M not in [1, N).
+    """
+    features = np.asarray(features, np.float32)
+    if features.ndim != 2:
+        raise ValueError(f"features must be 2-D (N x d), got shape {features.shape}")
+    n = len(features)
+    if int(num_candidates) != num_candidates or not 1 <= num_candidates < n:
+        raise ValueError(f"num_candidates M={num_candidates} must be in [1, N) with N={n} images")
+    if int(chunk_size) != chunk_size or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if not np.all(np.isfinite(features)):
+        raise ValueError("features contain NaN or Inf")
+    num_candidates, chunk_size = int(num_candidates), int(chunk_size)
+    squared_norms = np.einsum("ij,ij->i", features, features)
+    candidates = np.empty((n, num_candidates), np.int32)
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        queries = features[start:stop]
+        distances = queries @ features.T
+        distances *= -2.0
+        distances += squared_norms[start:stop, np.newaxis]
+        distances += squared_norms[np.newaxis, :]
+        distances[np.arange(stop - start), np.arange(start, stop)] = np.inf  # not its own neighbour
+        candidates[start:stop] = _smallest(distances, num_candidates)
+        if progress is not None:
+            progress(stop, n)
+    return candidates
+
+
+def _positive_int(value, name):
+    if int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class NeighbourBatches(keras.utils.PyDataset):
+    """Training batches of anchors and their current nearest neighbours (Algorithm 1).
+
+    Each epoch every image is an anchor exactly once, in an order shuffled by
+    ``np.random.default_rng([seed, epoch])``. Batch i takes the next s/m
+    anchors of that order (the last batch wraps around to the start of the
+    order so that every batch has exactly s rows), embeds each anchor and its
+    M candidates with `embed_fn`, and keeps, per anchor, the m-1 candidates
+    nearest to it in that embedding (equal distances: lower candidate rank
+    first).
+
+    `embed_fn` must use the model being trained (not a copy of its weights),
+    so the neighbours follow the network phi_n as it learns. With
+    ``workers > 1`` Keras prepares batches ahead, so they use slightly older
+    weights.
+
+    Items are ``(images, user_tags, indices)``: the third element is the image
+    indices, not Keras sample weights, so this is for a custom training loop,
+    not `Model.fit`.
+
+    Args:
+      image_source: a `wsnn.data.pipeline.ImageSource` (``get`` and
+        ``num_images``).
+      user_tags: G, N x C (sparse or dense) 0/1.
+      candidates: Z, N x M integer indices (`nearest_candidates`).
+      embed_fn: callable(uint8 images k x H x W x ch) -> k x d features
+        (NumPy or tensor).
+      batch_size: s, rows per batch.
+      group_size: m, the anchor plus its m-1 neighbours; 2 <= m < M, m | s.
+      seed: seed of the anchor order.
+      epoch: the epoch whose anchor order to use (see `set_epoch`).
+      max_embed_batch: at most this many images per `embed_fn` call.
+      **kwargs: `keras.utils.PyDataset` arguments (workers, ...).
+
+    Raises:
+      ValueError: sizes that do not fit together (see the messages).
+    """
+
+    def __init__(self, image_source, user_tags, candidates, embed_fn, batch_size=64,
+                 group_size=8, seed=0, epoch=0, max_embed_batch=4096, **kwargs):
+        super().__init__(**kwargs)
+        self.image_source = image_source
+        self.embed_fn = embed_fn
+        self.batch_size = _positive_int(batch_size, "batch_size s")
+        self.group_size = _positive_int(group_size, "group_size m")
+        self.max_embed_batch = _positive_int(max_embed_batch, "max_embed_batch")
+        self.seed = seed
+        n = image_source.num_images
+        self.user_tags = scipy.sparse.csr_matrix(user_tags)
+        candidates = np.asarray(candidates)
+        if candidates.ndim != 2 or not np.issubdtype(candidates.dtype, np.integer):
+            raise ValueError(f"candidates must be an N x M integer array, got {candidates.dtype} "
+                             f"{candidates.shape}")
+        self.candidates = candidates.astype(np.int64)
+        num_candidates = candidates.shape[1]
+        if self.batch_size % self.group_size:
+            raise ValueError(f"batch_size s={self.batch_size} is not a multiple of "
+                             f"group_size m={self.group_size}")
+        if self.group_size < 2:
+            raise ValueError("group_size m must be >= 2 (an anchor plus at least one neighbour)")
+        if self.group_size >= num_candidates:
+            raise ValueError(f"group_size m={self.group_size} must be smaller than the candidate "
+                             f"count M={num_candidates}")
+        if len(candidates) != n:
+            raise ValueError(f"candidates have {len(candidates)} rows for N={n} images")
+        if num_candidates >= n:
+            raise ValueError(f"candidate count M={num_candidates} must be smaller than N={n}")
+        if self.user_tags.shape[0] != n:
+            raise ValueError(f"user_tags have {self.user_tags.shape[0]} rows for N={n} images")
+        if candidates.min() < 0 or candidates.max() >= n:
+            raise ValueError(f"candidate indices must be in [0, {n})")
+        if np.any(self.candidates == np.arange(n)[:, np.newaxis]):
+            raise ValueError("an image is among its own candidates")
+        self.anchors_per_batch = self.batch_size // self.group_size
+        self.set_epoch(epoch)
+
+    def set_epoch(self, epoch):
+        """Uses the anchor order of `epoch` (the same for the same seed and epoch)."""
+        self.epoch = int(epoch)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.anchor_order = rng.permutation(self.image_source.num_images)
+
+    def __len__(self):
+        return math.ceil(self.image_source.num_images / self.anchors_per_batch)
+
+    def group_indices(self, index):
+        """The s image indices of batch `index` (embeds, like `__getitem__`)."""
+        return self._select(index)[0]
+
+    def __getitem__(self, index):
+        """Batch `index`: (uint8 images s x H x W x ch, float32 G rows s x C, int64 indices s)."""
+        indices, loaded, images = self._select(index)
+        images = images[np.searchsorted(loaded, indices)]
+        user_tags = self.user_tags[indices].toarray().astype(np.float32)
+        return images, user_tags, indices
+
+    def _select(self, index):
+        """Algorithm 1 for one batch.
+
+        Returns:
+          (the s batch indices, the sorted distinct indices embedded, their images).
+        """
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} out of range [0, {len(self)})")
+        n, a = len(self.anchor_order), self.anchors_per_batch
+        anchors = self.anchor_order[(index * a + np.arange(a)) % n]
+        groups = np.concatenate([anchors[:, np.newaxis], self.candidates[anchors]], axis=1)
+        # Candidate sets overlap; each distinct image is embedded once.
+        loaded, position = np.unique(groups, return_inverse=True)
+        position = position.reshape(groups.shape)
+        images = self.image_source.get(loaded)
+        features = self._embed(images)
+        # One group at a time: a x M x d differences at once would be large.
+        distances = np.stack([np.sum((features[group[1:]] - features[group[0]]) ** 2, axis=1)
+                              for group in position])
+        # Stable sort: equal distances keep the lower candidate rank first.
+        nearest = np.argsort(distances, axis=1, kind="stable")[:, :self.group_size - 1]
+        chosen = np.take_along_axis(groups[:, 1:], nearest, axis=1)
+        indices = np.concatenate([anchors[:, np.newaxis], chosen], axis=1).reshape(-1)
+        return indices.astype(np.int64), loaded, images
+
+    def _embed(self, images):
+        """Features (float64, k x d) from `embed_fn`, at most max_embed_batch images per call."""
+        parts = []
+        for start in range(0, len(images), self.max_embed_batch):
+            chunk = images[start:start + self.max_embed_batch]
+            part = np.asarray(self.embed_fn(chunk))
+            if len(part) != len(chunk):
+                raise ValueError(f"embed_fn returned {len(part)} rows for {len(chunk)} images")
+            parts.append(part.reshape(len(chunk), -1))
+        # float64 so that distances between nearby features keep their order.
+        return np.concatenate(parts).astype(np.float64)

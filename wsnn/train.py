@@ -1,0 +1,53 @@
+"""Train wsnn: `python -m wsnn.train --flagfile=flags/fashion_tags.cfg`.
+
+A thin entry point: flags -> frozen configs (`TrainConfig`, `PrepareConfig`)
+-> `train_lib.run`. Flags: every field of both configs (see `--helpfull`);
+absl reads `--flagfile` natively, so a flagfile is an experiment. Flags after
+the flagfile override it.
+"""
+
+import sys
+
+from absl import app, flags, logging
+
+from wsnn import config as config_lib
+from wsnn import prepare
+from wsnn import wordnet as wordnet_lib
+
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        config = config_lib.from_flags(config_lib.TrainConfig)
+        prepare_config = config_lib.from_flags(prepare.PrepareConfig, workdir=config.workdir, seed=config.seed)
+    except ValueError as e:
+        print(f"wsnn.train: config error: {e}", file=sys.stderr)
+        return 2
+    # Imported here so that a config error is reported before TensorFlow loads.
+    from wsnn import train_lib
+
+    # Progress goes to stdout; TensorFlow's per-step INFO lines would drown it.
+    logging.set_verbosity(logging.WARNING)
+    try:
+        results = train_lib.run(config, prepare_config, FLAGS)
+    except (ValueError, RuntimeError, wordnet_lib.WordNetUnavailable) as e:
+        print(f"wsnn.train: error: {e}", file=sys.stderr)
+        return 1
+    print(train_lib.format_table(results))
+    print(f"Outputs: {config.workdir}/<task>/ (metrics.json, refined_tags.tsv, refined_tags.npz); "
+          f"TensorBoard: tensorboard --logdir {config.workdir}/tensorboard")
+    return 0
+
+
+def run():
+    """Console-script entry point."""
+    config_lib.define_flags(config_lib.TrainConfig)
+    config_lib.define_flags(prepare.PrepareConfig, skip=("workdir", "seed"))
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,467 @@
+"""Training: stage 1 (phi_0, the Multi-CNN baseline) and stage 2 (Algorithm 2).
+
+    stage 1  multi-label logistic loss on the user tags G;
+             then phi_0's features of all training images give each image its
+             M nearest candidates Z (exact, chunked);
+    stage 2  batches from Algorithm 1 (each anchor plus its m-1 nearest
+             candidates under the current weights) and
+             L_final = L_vis + lambda1 L_sem + lambda2 L_err.
+
+Both stages run the same two-level loop: an inner `tf.function` step run by
+`strategy.run` under `tf.distribute.MirroredStrategy`, and an outer Python
+loop that checkpoints, writes summaries, checks for NaN/Inf and prints
+progress. The model, both optimisers and the checkpoint are built under
+`strategy.scope()`.
+
+Loss scaling happens in exactly one place: Keras (>= 3.8) divides each
+`sum_over_batch_size` loss by `num_replicas_in_sync` when a strategy is
+active, and the optimiser sums the replicas' gradients. The step therefore
+neither divides nor averages again; the replicas' losses are summed for
+reporting.
+
+Resume order: an existing checkpoint in `<workdir>/<task>/checkpoints` always
+wins. It holds the model, both optimisers and the position (stage, epoch,
+step within the epoch); the data order of an epoch is a function of the seed
+and the epoch, so a resumed run sees the same batches. Files that stage 1
+leaves for stage 2 (candidates, phi_0's metrics) are written before the
+checkpoint that moves the run into stage 2.
+
+Outputs of a task, in `<workdir>/<task>/`: config.json, flags.txt,
+checkpoints/, candidates.npy, stage1_metrics.json, refined_tags.npz,
+refined_tags.tsv, metrics.json; summaries in `<workdir>/tensorboard/<task>/`.
+"""
+
+import dataclasses
+import io
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from wsnn import config as config_lib
+from wsnn import io_utils, losses, metrics, models, neighbours, prepare, semantics
+from wsnn.baselines import trivial
+from wsnn.data import dataset as dataset_lib
+from wsnn.data import pipeline
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or Inf loss."""
+
+
+def make_strategy(num_devices):
+    """MirroredStrategy over all GPUs, or over `num_devices` (logical) CPU devices.
+
+    Logical CPU devices can only be made before TensorFlow initialises; the
+    entry point calls this first.
+    """
+    # list_physical_devices does not initialise the runtime; list_logical_devices does.
+    if tf.config.list_physical_devices("GPU"):
+        names = [d.name for d in tf.config.list_logical_devices("GPU")][:num_devices or None]
+        return tf.distribute.MirroredStrategy(names)
+    wanted = max(num_devices, 1)
+    if wanted > 1:
+        try:
+            tf.config.set_logical_device_configuration(
+                tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * wanted)
+        except RuntimeError:
+            pass  # already initialised (e.g. by a test harness); checked below
+    if len(tf.config.list_logical_devices("CPU")) < wanted:
+        raise RuntimeError(f"--num_devices={num_devices}: TensorFlow was initialised with "
+                           f"{len(tf.config.list_logical_devices('CPU'))} CPU device(s) before the "
+                           "strategy was made")
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")][:wanted]
+    return tf.distribute.MirroredStrategy(cpus)
+
+
+def load_or_prepare(prepare_config):
+    """The prepared dataset in `<workdir>/prepared`, made if missing or stale."""
+    directory = os.path.join(prepare_config.workdir, "prepared")
+    if os.path.isfile(os.path.join(directory, "manifest.json")):
+        dataset = dataset_lib.load(directory)
+        if dataset.info.get("prepare_config") == dataclasses.asdict(prepare_config):
+            return dataset
+        print(f"data settings changed since {directory} was written: preparing again", flush=True)
+    dataset, timings = prepare.prepare(prepare_config)
+    print(prepare.format_report(dataset, timings, {}), flush=True)
+    return dataset
+
+
+def split(num_images, task, train_fraction, seed):
+    """Training and evaluation indices of a protocol.
+
+    annotation: a seeded `train_fraction` of the images for training, the rest
+    for evaluation; refinement: all images for both.
+    """
+    if task == "refinement":
+        everything = np.arange(num_images)
+        return everything, everything
+    order = np.random.default_rng([seed, 1]).permutation(num_images)
+    cut = max(1, int(round(train_fraction * num_images)))
+    if cut >= num_images:
+        raise ValueError(f"--train_fraction={train_fraction} leaves no test images of {num_images}")
+    return np.sort(order[:cut]), np.sort(order[cut:])
+
+
+def label_scores(tag_probs, dataset):
+    """N x L scores of the labels: each label's tag column (0 for a label without a tag)."""
+    scores = np.zeros((len(tag_probs), dataset.num_labels), np.float32)
+    for l, tag in enumerate(dataset.label_to_tag):
+        if tag >= 0:
+            scores[:, l] = tag_probs[:, tag]
+    return scores
+
+
+def _atomic_npy(path, array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    io_utils.write_bytes(path, buffer.getvalue())
+
+
+def _format_eta(seconds):
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Trainer:
+    """One task's run: model, optimisers, checkpoint, both stages and outputs."""
+
+    def __init__(self, config, dataset, task, strategy):
+        self.config, self.dataset, self.task, self.strategy = config, dataset, task, strategy
+        self.dir = os.path.join(config.workdir, task)
+        os.makedirs(self.dir, exist_ok=True)
+        replicas = strategy.num_replicas_in_sync
+        if config.batch_size % (config.group_size * replicas):
+            raise ValueError(f"--batch_size={config.batch_size}: each of the {replicas} replicas needs whole "
+                             f"groups; use a multiple of group_size x replicas = {config.group_size * replicas}")
+        self.train_idx, self.eval_idx = split(dataset.num_images, task, config.train_fraction, config.seed)
+        self.train_set = dataset.subset(self.train_idx)
+        self.eval_set = dataset.subset(self.eval_idx)
+        n = len(self.train_idx)
+        self.num_candidates = min(config.num_candidates, n - 1)
+        if config.group_size >= self.num_candidates:
+            raise ValueError(f"--group_size={config.group_size}: needs more candidates than the "
+                             f"{self.num_candidates} that {n} training images allow (m < M < N)")
+        if self.num_candidates < config.num_candidates:
+            print(f"[{task}] num_candidates capped at {self.num_candidates} (N = {n})", flush=True)
+        channels = config.channels or self._dataset_channels()
+        self.train_source = pipeline.ImageSource(self.train_set, config.image_size or None, channels)
+        self.eval_source = pipeline.ImageSource(self.eval_set, config.image_size or None, channels)
+        self.input_shape = self.train_source.get([0]).shape[1:]
+        self.steps_per_epoch = math.ceil(n / config.batch_size)
+        self.user_tags = self.train_set.user_tags.toarray().astype(np.float32)
+
+        tag_similarity, _ = semantics.tag_similarity(
+            self.train_set, config.alpha, config.similarity_measure, config.ic_file or None,
+            cache_dir=os.path.join(config.workdir, "prepared", "cache"))
+        decay_steps = config.lr_decay_epochs * self.steps_per_epoch
+        with strategy.scope():
+            keras.utils.set_random_seed(config.seed)
+            self.model = models.build_model(config.backbone, dataset.num_tags, self.input_shape, config.weights)
+            self.optimizers = [keras.optimizers.SGD(
+                keras.optimizers.schedules.ExponentialDecay(rate, decay_steps, config.lr_decay_factor,
+                                                            staircase=True),
+                momentum=config.momentum)
+                for rate in (config.learning_rate, config.stage2_learning_rate or config.learning_rate)]
+            for optimizer in self.optimizers:
+                optimizer.build(self.model.trainable_variables)
+            self.logistic_loss = keras.losses.BinaryCrossentropy()
+            self.final_loss = losses.WeaklySupervisedLoss(
+                tag_similarity, config.group_size, config.lambda1, config.lambda2,
+                config.stop_gradient_through_similarity)
+        # The position is bookkeeping of the outer loop, not replicated state.
+        self.stage = tf.Variable(1, dtype=tf.int64, trainable=False)
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.step_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        with strategy.scope():
+            self.checkpoint = tf.train.Checkpoint(
+                model=self.model, stage1_optimizer=self.optimizers[0], stage2_optimizer=self.optimizers[1],
+                stage=self.stage, epoch=self.epoch, step_in_epoch=self.step_in_epoch)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.dir, "checkpoints"),
+                                                  max_to_keep=3)
+        self.writer = tf.summary.create_file_writer(os.path.join(config.workdir, "tensorboard", task))
+        self._build_steps()
+        self.step_times = {1: [], 2: []}
+
+    def _dataset_channels(self):
+        if self.dataset.image_array is not None:
+            return 1 if self.dataset.image_array.ndim == 3 else 3
+        return 3
+
+    # ----- inner steps ---------------------------------------------------------------------------
+
+    def _build_steps(self):
+        model, strategy = self.model, self.strategy
+
+        def stage1_replica(images, user_tags):
+            with tf.GradientTape() as tape:
+                tag_probs = model(images, training=True)["tag_probs"]
+                loss = self.logistic_loss(user_tags, tag_probs)
+            grads = tape.gradient(loss, model.trainable_variables)
+            self.optimizers[0].apply_gradients(zip(grads, model.trainable_variables))
+            return {"loss": loss}
+
+        def stage2_replica(images, user_tags):
+            with tf.GradientTape() as tape:
+                outputs = model(images, training=True)
+                terms = self.final_loss(outputs["features"], outputs["tag_probs"], user_tags)
+            grads = tape.gradient(terms["total"], model.trainable_variables)
+            self.optimizers[1].apply_gradients(zip(grads, model.trainable_variables))
+            return terms
+
+        def make_step(replica_fn):
+            @tf.function
+            def step(images, user_tags):
+                per_replica = strategy.run(replica_fn, args=(images, user_tags))
+                # Keras already divided each replica's loss by the replica count.
+                return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
+                        for k, v in per_replica.items()}
+            return step
+
+        self._steps = {1: make_step(stage1_replica), 2: make_step(stage2_replica)}
+        spec = tf.TensorSpec([None, *self.input_shape], tf.uint8)
+        self._embed = tf.function(lambda x: model(x, training=False)["features"], input_signature=[spec])
+        self._predict = tf.function(lambda x: model(x, training=False)["tag_probs"], input_signature=[spec])
+
+    def _distribute(self, *arrays):
+        """Splits a global batch into contiguous per-replica shares (whole groups)."""
+        replicas = self.strategy.num_replicas_in_sync
+        share = len(arrays[0]) // replicas
+
+        def value_fn(context):
+            i = context.replica_id_in_sync_group
+            return tuple(tf.constant(a[i * share:(i + 1) * share]) for a in arrays)
+        return self.strategy.experimental_distribute_values_from_function(value_fn)
+
+    # ----- helpers ----------------------------------------------------------------------------
+
+    def embed(self, images):
+        """phi of a uint8 batch with the current weights (chunked)."""
+        return np.concatenate([self._embed(tf.constant(images[i:i + 1024])).numpy()
+                               for i in range(0, len(images), 1024)])
+
+    def predict(self, source, chunk=512):
+        """Tag probabilities P of every image of an ImageSource."""
+        out = [self._predict(tf.constant(source.get(np.arange(i, min(i + chunk, source.num_images))))).numpy()
+               for i in range(0, source.num_images, chunk)]
+        return np.concatenate(out)
+
+    def features(self, source, chunk=512):
+        """phi of every image of an ImageSource."""
+        return np.concatenate([self.embed(source.get(np.arange(i, min(i + chunk, source.num_images))))
+                               for i in range(0, source.num_images, chunk)])
+
+    def evaluate(self, max_images=None):
+        """The four metrics of the current model on the protocol's evaluation images."""
+        if self.dataset.labels is None:
+            return None
+        source, labels, idx = self.eval_source, self.eval_set.labels, None
+        if max_images and source.num_images > max_images:
+            idx = np.random.default_rng(self.config.seed).choice(source.num_images, max_images, replace=False)
+            subset = self.eval_set.subset(np.sort(idx))
+            source = pipeline.ImageSource(subset, self.config.image_size or None, self.input_shape[-1])
+            labels = subset.labels
+        probs = self.predict(source)
+        return metrics.evaluate(label_scores(probs, self.dataset), labels, label_names=self.dataset.label_names)
+
+    def _epoch_order(self, epoch):
+        return np.random.default_rng([self.config.seed, 0, epoch]).permutation(len(self.train_idx))
+
+    def _save(self):
+        self.manager.save(checkpoint_number=self._global_step())
+
+    def _global_step(self):
+        done = self.config.stage1_epochs * self.steps_per_epoch if int(self.stage) > 1 else 0
+        return done + int(self.epoch) * self.steps_per_epoch + int(self.step_in_epoch)
+
+    # ----- the outer loop ---------------------------------------------------------------------
+
+    def run(self):
+        """Runs (or resumes) both stages and writes the task's outputs; returns metrics.json's dict."""
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            print(f"[{self.task}] resuming from {self.manager.latest_checkpoint} (stage {int(self.stage)}, "
+                  f"epoch {int(self.epoch) + 1}, step {int(self.step_in_epoch)})", flush=True)
+        if int(self.stage) == 1:
+            self._run_stage(1, self.config.stage1_epochs, self._stage1_batch)
+            self._finish_stage1()
+        if int(self.stage) == 2:
+            self.batches = neighbours.NeighbourBatches(
+                self.train_source, self.user_tags, np.load(os.path.join(self.dir, "candidates.npy")),
+                self.embed, self.config.batch_size, self.config.group_size, self.config.seed)
+            self._run_stage(2, self.config.stage2_epochs, self._stage2_batch)
+            self.stage.assign(3)
+            self.epoch.assign(0)
+            self.step_in_epoch.assign(0)
+            self._save()
+        return self._write_outputs()
+
+    def _stage1_batch(self, epoch, step):
+        order = self._epoch_order(epoch)
+        s = self.config.batch_size
+        idx = np.take(order, np.arange(step * s, (step + 1) * s), mode="wrap")
+        return self.train_source.get(idx), self.user_tags[idx], idx
+
+    def _stage2_batch(self, epoch, step):
+        self.batches.set_epoch(epoch)
+        return self.batches[step]
+
+    def _run_stage(self, stage, epochs, next_batch):
+        config, steps = self.config, self.steps_per_epoch
+        total = epochs * steps
+        start_step = int(self.epoch) * steps + int(self.step_in_epoch)
+        started, done_here = time.perf_counter(), 0
+        optimizer = self.optimizers[stage - 1]
+        while int(self.epoch) < epochs:
+            epoch = int(self.epoch)
+            while int(self.step_in_epoch) < steps:
+                step = int(self.step_in_epoch)
+                t0 = time.perf_counter()
+                images, user_tags, idx = next_batch(epoch, step)
+                t1 = time.perf_counter()
+                values = {k: float(v) for k, v in self._steps[stage](*self._distribute(images, user_tags)).items()}
+                elapsed = time.perf_counter() - t0
+                if not all(math.isfinite(v) for v in values.values()):
+                    raise NonFiniteLossError(
+                        f"[{self.task}] non-finite loss {values} at stage {stage}, step {self._global_step() + 1}; "
+                        f"the last good checkpoint is {self.manager.latest_checkpoint}")
+                self.step_times[stage].append((elapsed, t1 - t0))
+                self.step_in_epoch.assign_add(1)
+                done_here += 1
+                global_step = self._global_step()
+                if (start_step + done_here) % config.log_every_steps == 0 or done_here == 1:
+                    rate = len(idx) / elapsed
+                    eta = (time.perf_counter() - started) / done_here * (total - start_step - done_here)
+                    terms = " ".join(f"{k} {v:.4f}" for k, v in values.items())
+                    print(f"[{self.task}] stage {stage} epoch {epoch + 1}/{epochs} step {step + 1}/{steps} "
+                          f"{terms} | {rate:.0f} img/s | ETA {_format_eta(eta)}", flush=True)
+                    with self.writer.as_default(step=global_step):
+                        for k, v in values.items():
+                            tf.summary.scalar(f"stage{stage}/{k}", v)
+                        tf.summary.scalar(f"stage{stage}/learning_rate",
+                                          float(optimizer.learning_rate))
+                        tf.summary.scalar(f"stage{stage}/images_per_second", rate)
+                if stage == 2 and (start_step + done_here) % config.image_summary_every_steps == 1:
+                    self._neighbour_image(images, global_step)
+                if global_step % config.checkpoint_every_steps == 0:
+                    self._save()
+            self.epoch.assign_add(1)
+            self.step_in_epoch.assign(0)
+            self._epoch_end(stage, epoch)
+            self._save()
+
+    def _epoch_end(self, stage, epoch):
+        global_step = self._global_step()
+        scores = self.evaluate(self.config.eval_max_images)
+        with self.writer.as_default(step=global_step):
+            if scores:
+                for k, v in scores.items():
+                    tf.summary.scalar(f"metrics/{k}", v)
+            if stage == 2:
+                tf.summary.text("refined_tags", self._tag_table(), step=global_step)
+        if scores:
+            print(f"[{self.task}] stage {stage} epoch {epoch + 1} " +
+                  " ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
+
+    def _neighbour_image(self, images, global_step):
+        """The first group of the batch (anchor, then its neighbours) side by side (Fig. 4)."""
+        group = images[:self.config.group_size]
+        strip = np.concatenate(list(group), axis=1)[None]
+        with self.writer.as_default(step=global_step):
+            tf.summary.image("neighbours/anchor_then_selected", strip, step=global_step)
+
+    def _tag_table(self, count=5):
+        """User tags against the current refined tags for a few training images (Fig. 3)."""
+        idx = np.arange(min(count, len(self.train_idx)))
+        probs = self._predict(tf.constant(self.train_source.get(idx))).numpy()
+        rows = ["| image | user tags | refined tags |", "|---|---|---|"]
+        for i, p in zip(idx, probs):
+            top = np.argsort(-p, kind="stable")[:5]
+            refined = ", ".join(f"{self.dataset.tag_names[j]} {p[j]:.2f}" for j in top)
+            rows.append(f"| {self.train_set.ids[i]} | {', '.join(self.train_set.tags_of(i))} | {refined} |")
+        return "\n".join(rows)
+
+    def _finish_stage1(self):
+        """phi_0's metrics and the candidates Z, written before the checkpoint moves to stage 2."""
+        scores = self.evaluate()
+        io_utils.write_json(os.path.join(self.dir, "stage1_metrics.json"), {"Multi-CNN": scores})
+        print(f"[{self.task}] computing {self.num_candidates} candidates for {len(self.train_idx)} images",
+              flush=True)
+        candidates = neighbours.nearest_candidates(self.features(self.train_source), self.num_candidates)
+        _atomic_npy(os.path.join(self.dir, "candidates.npy"), candidates)
+        self.stage.assign(2)
+        self.epoch.assign(0)
+        self.step_in_epoch.assign(0)
+        self._save()
+
+    def _write_outputs(self):
+        refined = self.predict(self.train_source)
+        buffer = io.BytesIO()
+        np.savez(buffer, ids=np.array(self.train_set.ids), tag_names=np.array(self.dataset.tag_names),
+                 scores=refined.astype(np.float32))
+        io_utils.write_bytes(os.path.join(self.dir, "refined_tags.npz"), buffer.getvalue())
+        lines = ["id\tuser_tags\trefined_tags"]
+        for i, p in enumerate(refined):
+            top = np.argsort(-p, kind="stable")[:self.config.refined_top_k]
+            lines.append(f"{self.train_set.ids[i]}\t{','.join(self.train_set.tags_of(i))}\t"
+                         + " ".join(f"{self.dataset.tag_names[j]}:{p[j]:.3f}" for j in top))
+        io_utils.write_text(os.path.join(self.dir, "refined_tags.tsv"), "\n".join(lines) + "\n")
+
+        with open(os.path.join(self.dir, "stage1_metrics.json")) as f:
+            result = json.load(f)
+        result["Ours"] = self.evaluate()
+        if self.task == "refinement" and self.dataset.labels is not None:
+            result["UserTags"] = metrics.evaluate(trivial.user_tags_scores(self.train_set), self.train_set.labels,
+                                                  label_names=self.dataset.label_names)
+        timing = {}
+        for stage, times in self.step_times.items():
+            if times:
+                timing[f"stage{stage}_step_s"] = float(np.median([t for t, _ in times]))
+                timing[f"stage{stage}_batch_s"] = float(np.median([b for _, b in times]))
+        summary = {
+            "task": self.task,
+            "metrics": result,
+            "steps": {"stage1": self.config.stage1_epochs * self.steps_per_epoch,
+                      "stage2": self.config.stage2_epochs * self.steps_per_epoch,
+                      "completed": self._global_step_total()},
+            "train_images": len(self.train_idx),
+            "eval_images": len(self.eval_idx),
+            "timing_this_process": timing,
+        }
+        io_utils.write_json(os.path.join(self.dir, "metrics.json"), summary)
+        return summary
+
+    def _global_step_total(self):
+        return int(self.optimizers[0].iterations.numpy()) + int(self.optimizers[1].iterations.numpy())
+
+
+def format_table(results):
+    """The closing table: UserTags, Multi-CNN (phi_0) and ours for each task."""
+    lines = [f"{'Task':<11} {'Method':<10} {'miAP':>6} {'mAP':>6} {'MicroAUC':>9} {'MacroAUC':>9}"]
+    for task, summary in results.items():
+        for name in ("UserTags", "Multi-CNN", "Ours"):
+            s = summary["metrics"].get(name)
+            if s:
+                lines.append(f"{task:<11} {name:<10} {s['miAP']:6.3f} {s['mAP']:6.3f} "
+                             f"{s['MicroAUC']:9.3f} {s['MacroAUC']:9.3f}")
+    return "\n".join(lines)
+
+
+def run(config, prepare_config, flag_values=None):
+    """Prepares the data and trains every task of `config`; returns {task: metrics.json dict}."""
+    strategy = make_strategy(config.num_devices)
+    print(f"{strategy.num_replicas_in_sync} replica(s): "
+          f"{', '.join(d for d in strategy.extended.worker_devices)}", flush=True)
+    dataset = load_or_prepare(prepare_config)
+    tasks = ("annotation", "refinement") if config.task == "both" else (config.task,)
+    results = {}
+    for task in tasks:
+        trainer = Trainer(config, dataset, task, strategy)
+        config_lib.write_config(config, trainer.dir, flag_values)
+        io_utils.write_json(os.path.join(trainer.dir, "prepare_config.json"), dataclasses.asdict(prepare_config))
+        results[task] = trainer.run()
+    return results
