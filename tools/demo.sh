@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job on the embedded FashionTags dataset; sets itself up first.
-# Extra arguments go to wsnn.prepare (e.g. --num_images=25000).
+# The main job: train wsnn on the embedded FashionTags dataset, both protocols,
+# on the CPU; sets itself up first. Extra arguments go to wsnn.train
+# (they override flags/fashion_tags.cfg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
-exec .venv/bin/python -m wsnn.prepare --source=fashion_tags --workdir=runs/fashion_tags "$@"
+exec .venv/bin/python -m wsnn.train --flagfile=flags/fashion_tags.cfg "$@"
