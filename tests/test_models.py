@@ -45,3 +45,14 @@ def test_vgg16_imagenet_preprocessing_is_bgr_minus_mean():
 def test_unknown_backbone():
     with pytest.raises(ValueError, match="unknown backbone"):
         models.build_model("resnet", 3, (8, 8, 1))
+
+
+def test_vgg16_loads_a_local_notop_weights_file(tmp_path):
+    import keras
+
+    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = str(tmp_path / "vgg16_notop.weights.h5")
+    base.save_weights(path)
+    model = models.build_model("vgg16", num_tags=3, input_shape=(32, 32, 3), weights=path)
+    loaded = model.get_layer("vgg16").get_layer("block5_conv3").get_weights()[0]
+    np.testing.assert_array_equal(loaded, base.get_layer("block5_conv3").get_weights()[0])
