@@ -195,3 +195,23 @@ def test_mirflickr_flagfile_runs_on_official_layout(tmp_path):
     summary = _metrics(workdir, "refinement")
     assert summary["train_images"] == 40 and _all_finite(summary)
     assert "images N        40" in result.stdout
+
+
+def test_export_cli_from_checkpoint_matches_end_of_training_export(smoke_run, tmp_path):
+    import tensorflow as tf
+
+    workdir, _ = smoke_run
+    summary = _metrics(workdir, "refinement")
+    assert os.path.basename(summary["export"]) == "1"
+    result = subprocess.run([sys.executable, "-m", "wsnn.export", f"--workdir={workdir / 'refinement'}",
+                             f"--export_dir={tmp_path / 'exports'}"], capture_output=True, text=True,
+                            cwd=ROOT, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == f"Exported {tmp_path / 'exports' / '1'}"
+    images = tf.constant(np.random.default_rng(0).integers(0, 256, (4, 56, 56, 1), dtype=np.uint8))
+    a = tf.saved_model.load(summary["export"]).signatures["serve_images"](images=images)
+    b = tf.saved_model.load(str(tmp_path / "exports" / "1")).signatures["serve_images"](images=images)
+    np.testing.assert_allclose(a["probabilities"].numpy(), b["probabilities"].numpy(), rtol=1e-6)
+    bad = subprocess.run([sys.executable, "-m", "wsnn.export", f"--workdir={tmp_path}",
+                          f"--export_dir={tmp_path / 'x'}"], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert bad.returncode == 2 and "no config.json" in bad.stderr

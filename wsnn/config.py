@@ -106,6 +106,9 @@ class TrainConfig:
     image_summary_every_steps: int = field(200, "Anchor-and-neighbours image every this many stage-2 steps.")
     eval_max_images: int = field(5000, "Per-epoch metrics on at most this many images.")
     refined_top_k: int = field(10, "Refined tags listed per image in refined_tags.tsv.")
+    export_dir: str = field("", "Export the trained tagger as a SavedModel here (a new integer "
+                                "version); default <workdir>/<task>/export.")
+    export_top_k: int = field(10, "Tags in the exported signatures' top_k outputs.")
 
     def __post_init__(self):
         def fail(flag, why):
@@ -126,7 +129,7 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 fail(name, "must be >= 0")
         for name in ("batch_size", "lr_decay_epochs", "checkpoint_every_steps", "log_every_steps",
-                     "image_summary_every_steps", "eval_max_images", "refined_top_k"):
+                     "image_summary_every_steps", "eval_max_images", "refined_top_k", "export_top_k"):
             if getattr(self, name) < 1:
                 fail(name, "must be >= 1")
         if self.group_size < 2:

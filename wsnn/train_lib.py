@@ -28,7 +28,8 @@ checkpoint that moves the run into stage 2.
 
 Outputs of a task, in `<workdir>/<task>/`: config.json, flags.txt,
 checkpoints/, candidates.npy, stage1_metrics.json, refined_tags.npz,
-refined_tags.tsv, metrics.json; summaries in `<workdir>/tensorboard/<task>/`.
+refined_tags.tsv, metrics.json, export/<version>/ (the SavedModel; see
+`wsnn.export`); summaries in `<workdir>/tensorboard/<task>/`.
 """
 
 import dataclasses
@@ -432,8 +433,18 @@ class Trainer:
             "eval_images": len(self.eval_idx),
             "timing_this_process": timing,
         }
+        export_dir = os.path.join(self.config.export_dir, self.task) if self.config.export_dir else (
+            os.path.join(self.dir, "export"))
+        summary["export"] = self.export(export_dir, self.config.export_top_k)
         io_utils.write_json(os.path.join(self.dir, "metrics.json"), summary)
         return summary
+
+    def export(self, export_dir, top_k=10):
+        """Exports the current model as a SavedModel version; returns its path."""
+        from wsnn import export as export_lib
+
+        return export_lib.export(self.model, self.dataset.tag_names, self.input_shape[0], self.input_shape[-1],
+                                 export_dir, top_k)
 
     def _global_step_total(self):
         return int(self.optimizers[0].iterations.numpy()) + int(self.optimizers[1].iterations.numpy())
