@@ -1,0 +1,142 @@
+"""Tests for annotating image files with an exported tagger (wsnn.annotate)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wsnn import annotate, export, models
+
+TAGS = ["dog", "cat", "sky", "sea", "boot"]
+SIZE = 8
+
+
+def _model(seed=0):
+    model = models.build_model("small_cnn", len(TAGS), (SIZE, SIZE, 3))
+    rng = np.random.default_rng(seed)
+    # Spread the head's outputs so that probabilities and rankings differ between images.
+    kernel, bias = model.get_layer("tag_probs").get_weights()
+    model.get_layer("tag_probs").set_weights([rng.normal(0, 3, kernel.shape).astype(np.float32), bias])
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """An exported model, and PNG files (lossless) with the probabilities the in-memory model gives them."""
+    root = tmp_path_factory.mktemp("annotate")
+    model = _model()
+    export.export(model, TAGS, SIZE, 3, str(root / "export"))
+    rng = np.random.default_rng(1)
+    arrays = rng.integers(0, 256, (6, SIZE, SIZE, 3), dtype=np.uint8)
+    names = ["a.png", "b.png", "c.png", "d.png", "sub/e.png", "sub/f.png"]
+    os.makedirs(root / "images" / "sub")
+    for name, array in zip(names, arrays):
+        Image.fromarray(array).save(root / "images" / name)
+    probs = model(arrays, training=False)["tag_probs"].numpy()
+    expected = {str(root / "images" / n): p for n, p in zip(names, probs)}
+    return root, expected
+
+
+def _check(results, expected, top_k):
+    for r in results:
+        p = expected[r["image"]]
+        order = np.argsort(-p, kind="stable")[:top_k]
+        assert [t["tag"] for t in r["tags"]] == [TAGS[j] for j in order]
+        np.testing.assert_allclose([t["score"] for t in r["tags"]], p[order], atol=1e-5)
+
+
+def test_top_k_matches_model_for_files_directory_and_glob(exported):
+    root, expected = exported
+    images = root / "images"
+    args = [str(images / "c.png"), str(images / "sub"), str(images / "*.png")]
+    results, failures = annotate.annotate(str(root / "export"), args, top_k=3, batch_size=4)
+    assert failures == []
+    # c.png once (given as a file, then matched by the glob again); the directory's files sorted.
+    assert [r["image"] for r in results] == [str(images / n) for n in
+                                            ("c.png", "sub/e.png", "sub/f.png", "a.png", "b.png", "d.png")]
+    _check(results, expected, 3)
+    # A version directory works too; top_k is clipped to the vocabulary, beyond the export's top_k.
+    everything, _ = annotate.annotate(str(root / "export" / "1"), [str(images)], top_k=50)
+    assert len(everything) == 6 and all(len(r["tags"]) == len(TAGS) for r in everything)
+    _check(everything, expected, len(TAGS))
+
+
+def test_threshold_mode(exported):
+    root, expected = exported
+    threshold = float(np.median(np.stack(list(expected.values()))))
+    results, _ = annotate.annotate(str(root / "export"), [str(root / "images")], top_k=1, threshold=threshold)
+    for r in results:
+        p = expected[r["image"]]
+        want = [TAGS[j] for j in np.argsort(-p, kind="stable") if p[j] >= threshold]
+        assert [t["tag"] for t in r["tags"]] == want
+    assert sum(len(r["tags"]) for r in results) > len(results)   # not just top_k=1
+    with pytest.raises(ValueError, match="threshold"):
+        annotate.annotate(str(root / "export"), [str(root / "images")], threshold=1.5)
+
+
+def test_formats(exported):
+    root, expected = exported
+    results, _ = annotate.annotate(str(root / "export"), [str(root / "images")], top_k=2)
+    assert json.loads(annotate.format_results(results, "json")) == results
+    lines = annotate.format_results(results, "jsonl").splitlines()
+    assert [json.loads(line) for line in lines] == results
+    table = annotate.format_results(results, "table").splitlines()
+    width = max(len(r["image"]) for r in results)
+    for line, r in zip(table, results):
+        assert line[:width].rstrip() == r["image"] and line[width:width + 2] == "  "
+        tags = r["tags"]
+        assert line[width + 2:] == f"{tags[0]['tag']} {tags[0]['score']:.2f}, {tags[1]['tag']} {tags[1]['score']:.2f}"
+
+
+def test_library_errors(exported, tmp_path):
+    root, _ = exported
+    with pytest.raises(ValueError, match="no images given"):
+        annotate.annotate(str(root / "export"), [])
+    with pytest.raises(ValueError, match="no such directory"):
+        annotate.annotate(str(tmp_path / "missing"), [str(root / "images")])
+    os.makedirs(tmp_path / "empty")
+    results, failures = annotate.annotate(str(root / "export"), [str(tmp_path / "empty"), str(tmp_path / "*.jpg")])
+    assert results == [] and [f.kind for f in failures] == ["unmatched", "unmatched"]
+
+
+def _cli(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.Popen([sys.executable, "-m", "wsnn.annotate", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_cli_skips_bad_files_and_reports_model_errors(exported, tmp_path):
+    root, expected = exported
+    corrupt, text = tmp_path / "corrupt.png", tmp_path / "notes.txt"
+    corrupt.write_bytes(open(root / "images" / "a.png", "rb").read()[:40])   # truncated PNG
+    text.write_text("not an image\n")
+    truncated = tmp_path / "truncated"
+    shutil.copytree(root / "export" / "1", truncated)
+    os.remove(truncated / "variables" / "variables.index")
+    good = [str(root / "images" / "a.png"), str(root / "images" / "sub")]
+    # The three runs overlap: each spends most of its time importing TensorFlow.
+    runs = [_cli(f"--model={root / 'export'}", "--top_k=2", good[0], str(corrupt), str(text), good[1],
+                 str(tmp_path / "nothing*.png")),
+            _cli(f"--model={tmp_path / 'missing'}", good[0]),
+            _cli(f"--model={truncated}", good[0])]
+    (out, err), (_, missing_err), (_, truncated_err) = [p.communicate(timeout=120) for p in runs]
+
+    assert runs[0].returncode == 1, err
+    printed = [line.split("  ")[0] for line in out.splitlines()]
+    assert printed == [good[0], str(root / "images" / "sub" / "e.png"), str(root / "images" / "sub" / "f.png")]
+    ours = [line for line in err.splitlines() if line.startswith("wsnn.annotate:")]
+    assert len(ours) == 3
+    assert any(line.startswith(f"wsnn.annotate: skipped {corrupt}: ") for line in ours)
+    assert any(line.startswith(f"wsnn.annotate: skipped {text}: ") for line in ours)
+    assert any(line.startswith(f"wsnn.annotate: error: {tmp_path / 'nothing*.png'}: ") for line in ours)
+
+    for run, err, message in ((runs[1], missing_err, "no such directory"),
+                              (runs[2], truncated_err, "variables/variables.index is missing")):
+        ours = [line for line in err.splitlines() if line.startswith("wsnn.annotate:")]
+        assert run.returncode == 2, err
+        assert len(ours) == 1 and ours[0].startswith("wsnn.annotate: error: --model=") and message in ours[0]

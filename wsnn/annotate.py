@@ -1,0 +1,275 @@
+"""Annotate image files with an exported tagger (a SavedModel from wsnn.export).
+
+    python -m wsnn.annotate --model=exports/fashion_tags photos/ extra/*.jpg
+    python -m wsnn.annotate --model=exports/fashion_tags/3 --threshold=0.5 --format=jsonl a.png
+
+Arguments are files, directories (every file with an image extension, .jpg
+.jpeg .png .gif .bmp, found recursively) and glob patterns (`**` recurses);
+each expands in sorted order, and a file named twice is annotated once. Every
+file is first decoded with PIL; a corrupt or non-image file is reported on
+stderr and skipped. The others are sent, as raw file bytes in batches, to the
+model's `serving_default` signature, so they are decoded and resized exactly
+as TF Serving would.
+
+Tags per image: the `--top_k` most probable (default 5, at most the
+vocabulary size; taken from the full probabilities, so not limited by the
+export's own top_k), or with `--threshold=T` > 0 every tag whose probability
+is >= T, most probable first. Giving both --top_k and --threshold is an error.
+
+Output (`--format`): `table` (path, then `tag 0.93, tag 0.81, ...`), `json`
+(one array of {"image": path, "tags": [{"tag": t, "score": s}, ...]}) or
+`jsonl` (one such object per line). In the table an image with no tag above
+the threshold shows `-`.
+
+Exit status: 0 if every input was annotated; 1 if a file was skipped or an
+argument matched no file (the other images are still printed); 2 for a usage
+or model error (no images given, a missing or incomplete SavedModel).
+"""
+
+import collections
+import concurrent.futures
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from wsnn import export
+from wsnn.data import images as images_lib
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+FORMATS = ("table", "json", "jsonl")
+
+# A path that could not be annotated. `kind` is "unmatched" (an argument that
+# names no image file) or "skipped" (a file that does not decode).
+Failure = collections.namedtuple("Failure", "path reason kind")
+
+
+def failure_line(failure):
+    """The stderr line for a Failure."""
+    if failure.kind == "unmatched":
+        return f"wsnn.annotate: error: {failure.path}: {failure.reason}"
+    return f"wsnn.annotate: skipped {failure.path}: {failure.reason}"
+
+
+def _image_files(directory):
+    found = []
+    for root, dirs, names in os.walk(directory):
+        dirs.sort()
+        found += [os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(found)
+
+
+def expand_paths(args):
+    """Expands files, directories and glob patterns into image files.
+
+    Args:
+      args: command-line arguments.
+
+    Returns:
+      (files, failures): the files in argument order (each argument's files
+      sorted, duplicates dropped), and a Failure for every argument that
+      yields no file.
+    """
+    files, failures, seen = [], [], set()
+    for arg in args:
+        if os.path.isfile(arg):
+            found = [arg]
+        elif os.path.isdir(arg):
+            found = _image_files(arg)
+            if not found:
+                failures.append(Failure(arg, f"no image files ({' '.join(IMAGE_EXTENSIONS)}) in this directory",
+                                        "unmatched"))
+                continue
+        else:
+            found = []
+            for match in sorted(glob.glob(arg, recursive=True)):
+                found += _image_files(match) if os.path.isdir(match) else [match]
+            if not found:
+                failures.append(Failure(arg, "no such file, and no image file matches it as a pattern",
+                                        "unmatched"))
+                continue
+        for path in found:
+            key = os.path.normpath(path)
+            if key not in seen:
+                seen.add(key)
+                files.append(path)
+    return files, failures
+
+
+def check_files(paths, workers=8):
+    """Decodes every file with PIL (in threads); returns (good paths, Failures)."""
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        errors = list(pool.map(images_lib.decode_error, paths))
+    good = [p for p, e in zip(paths, errors) if e is None]
+    return good, [Failure(p, e, "skipped") for p, e in zip(paths, errors) if e is not None]
+
+
+def load_model(model_path):
+    """`export.load`, also checking for the serving_default signature.
+
+    Raises:
+      ValueError: no SavedModel at `model_path`, an incomplete one, or one
+        without serving_default.
+    """
+    loaded, metadata = export.load(model_path)
+    if "serving_default" not in loaded.signatures:
+        raise ValueError(f"--model={model_path}: the SavedModel has no serving_default signature")
+    return loaded, metadata
+
+
+def predict_files(loaded, paths, batch_size=32):
+    """Tag probabilities of image files through the serving_default signature.
+
+    A batch that TensorFlow cannot decode (PIL reads more formats, e.g. TIFF)
+    is retried one file at a time, so only the undecodable files are lost.
+
+    Args:
+      loaded: a SavedModel from `export.load`.
+      paths: image files.
+      batch_size: files per call.
+
+    Returns:
+      (probabilities, ok, failures): a len(ok) x C float32 array for the
+      files at indices `ok` of `paths`, and a Failure for each other file.
+    """
+    serve = loaded.signatures["serving_default"]
+
+    def run(batch):
+        contents = []
+        for path in batch:
+            with open(path, "rb") as f:
+                contents.append(f.read())
+        return serve(image_bytes=tf.constant(contents, tf.string))["probabilities"].numpy()
+
+    rows, ok, failures = [], [], []
+    for start in range(0, len(paths), batch_size):
+        batch = paths[start:start + batch_size]
+        try:
+            rows.append(run(batch))
+            ok += range(start, start + len(batch))
+            continue
+        except tf.errors.InvalidArgumentError:
+            pass
+        for i, path in enumerate(batch, start):
+            try:
+                rows.append(run([path]))
+                ok.append(i)
+            except tf.errors.InvalidArgumentError as e:
+                failures.append(Failure(path, f"TensorFlow cannot decode it ({_op_error(e)})", "skipped"))
+    num_tags = int(serve.structured_outputs["probabilities"].shape[-1])
+    probabilities = np.concatenate(rows) if rows else np.zeros((0, num_tags), np.float32)
+    return probabilities, ok, failures
+
+
+def _op_error(error):
+    """The op's own message from a TensorFlow error, without graph locations."""
+    lines = [line for line in error.message.splitlines() if line.strip() and not line.startswith(
+        ("Graph execution error", "Detected at node", "<stack traces", "\t", " "))]
+    return lines[-1] if lines else type(error).__name__
+
+
+def select_tags(probabilities, tag_names, top_k=5, threshold=0.0):
+    """The tags of one image: [{"tag", "score"}], most probable first.
+
+    With threshold > 0 every tag with probability >= threshold, else the
+    top_k most probable (ties keep vocabulary order).
+    """
+    order = np.argsort(-probabilities, kind="stable")
+    if threshold > 0:
+        order = [j for j in order if probabilities[j] >= threshold]
+    else:
+        order = order[:top_k]
+    return [{"tag": tag_names[j], "score": float(probabilities[j])} for j in order]
+
+
+def annotate(model_path, paths, top_k=5, threshold=0.0, batch_size=32):
+    """Annotates image files with an exported tagger.
+
+    Args:
+      model_path: an export directory (its highest version is used) or a
+        version directory.
+      paths: files, directories and glob patterns (see `expand_paths`).
+      top_k: tags per image (clipped to the vocabulary size).
+      threshold: if > 0, every tag with probability >= threshold instead of
+        the top_k.
+      batch_size: images per call of the model.
+
+    Returns:
+      (results, failures): a {"image": path, "tags": [{"tag", "score"}]}
+      dict per annotated file, in input order, and a Failure for each
+      argument that matched nothing and each file that did not decode.
+
+    Raises:
+      ValueError: bad options, no paths, or no usable SavedModel.
+    """
+    if not paths:
+        raise ValueError("no images given: pass image files, directories or glob patterns")
+    if top_k < 1:
+        raise ValueError(f"--top_k must be at least 1, got {top_k}")
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"--threshold must be in [0, 1], got {threshold}")
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be at least 1, got {batch_size}")
+    # The model first: a wrong --model should fail before minutes of decoding.
+    loaded, metadata = load_model(model_path)
+    tag_names = metadata["tag_names"]
+    files, failures = expand_paths(paths)
+    good, skipped = check_files(files)
+    probabilities, ok, undecodable = predict_files(loaded, good, batch_size)
+    failures += skipped + undecodable
+    top_k = min(top_k, len(tag_names))
+    results = [{"image": good[i], "tags": select_tags(p, tag_names, top_k, threshold)}
+               for i, p in zip(ok, probabilities)]
+    return results, failures
+
+
+def format_results(results, output_format="table"):
+    """Renders results as `table`, `json` or `jsonl` text (ends with a newline if not empty)."""
+    if output_format == "json":
+        return json.dumps(results, indent=1, ensure_ascii=False) + "\n"
+    if output_format == "jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+    if output_format != "table":
+        raise ValueError(f"unknown format {output_format!r}; choose one of {', '.join(FORMATS)}")
+    width = max((len(r["image"]) for r in results), default=0)
+    return "".join(f"{r['image']:<{width}}  "
+                   + (", ".join(f"{t['tag']} {t['score']:.2f}" for t in r["tags"]) or "-") + "\n"
+                   for r in results)
+
+
+def main(argv):
+    """Annotates the images named on the command line."""
+    from absl import flags
+
+    config = flags.FLAGS
+    try:
+        if config.threshold > 0 and config["top_k"].present:
+            raise ValueError("--top_k and --threshold are mutually exclusive; give one")
+        results, failures = annotate(config.model, argv[1:], config.top_k, config.threshold, config.batch_size)
+    except ValueError as e:
+        print(f"wsnn.annotate: error: {e}", file=sys.stderr)
+        return 2
+    for failure in failures:
+        print(failure_line(failure), file=sys.stderr)
+    sys.stdout.write(format_results(results, config.format))
+    return 1 if failures else 0
+
+
+def run():
+    """Console-script entry point."""
+    from absl import app, flags
+
+    flags.DEFINE_string("model", None, "An export directory (highest version) or one version directory.")
+    flags.DEFINE_integer("top_k", 5, "Most probable tags printed per image.")
+    flags.DEFINE_float("threshold", 0.0, "If > 0, print every tag with probability >= this instead of top_k.")
+    flags.DEFINE_enum("format", "table", FORMATS, "Output: table, json (one array) or jsonl.")
+    flags.DEFINE_integer("batch_size", 32, "Images per call of the model.")
+    flags.mark_flag_as_required("model")
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()
