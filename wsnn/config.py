@@ -93,6 +93,7 @@ class TrainConfig:
     lr_decay_epochs: int = field(10, "Divide the learning rate by 1/lr_decay_factor every this many epochs.")
     lr_decay_factor: float = field(0.1, "Learning-rate decay factor.")
     momentum: float = field(0.9, "SGD momentum.")
+    lambda_vis: float = field(1.0, "Weight of L_vis (1 in eq. 1; 0 only for ablations).")
     lambda1: float = field(1.0, "Weight of L_sem (eq. 1).")
     lambda2: float = field(1.0, "Weight of L_err (eq. 1).")
     alpha: float = field(1.0, "Weight of the WordNet distance in the tag similarity (eq. 4).")
@@ -109,6 +110,9 @@ class TrainConfig:
     export_dir: str = field("", "Export the trained tagger as a SavedModel here (a new integer "
                                 "version); default <workdir>/<task>/export.")
     export_top_k: int = field(10, "Tags in the exported signatures' top_k outputs.")
+    save_stage1_features: bool = field(False, "Save phi_0's features of the training and evaluation "
+                                              "images and its evaluation tag probabilities "
+                                              "(phi0_features.npz) for the benchmark's baselines.")
 
     def __post_init__(self):
         def fail(flag, why):
@@ -138,7 +142,7 @@ class TrainConfig:
             fail("batch_size", f"must be a multiple of --group_size={self.group_size}")
         if self.group_size >= self.num_candidates:
             fail("group_size", f"must be smaller than --num_candidates={self.num_candidates} (m < M)")
-        for name in ("learning_rate", "stage2_learning_rate", "lambda1", "lambda2", "alpha", "lr_decay_factor", "momentum"):
+        for name in ("learning_rate", "stage2_learning_rate", "lambda_vis", "lambda1", "lambda2", "alpha", "lr_decay_factor", "momentum"):
             if not getattr(self, name) >= 0:
                 fail(name, "must be >= 0")
         if self.num_devices < 0:

@@ -376,6 +376,8 @@ class WeaklySupervisedLoss:
         lambda2: weight of L_err.
         stop_gradient_through_similarity: see `VisualConsistencyLoss`.
         dtype: computation dtype of all terms.
+        lambda_vis: weight of L_vis; 1 in the paper, 0 for the ablation
+            without it.
 
     Raises:
         ValueError: as the three losses do, or for a negative or non-finite
@@ -383,12 +385,13 @@ class WeaklySupervisedLoss:
     """
 
     def __init__(self, tag_similarity, group_size=8, lambda1=1.0, lambda2=1.0,
-                 stop_gradient_through_similarity=True, dtype=None):
-        for name, value in (("lambda1", lambda1), ("lambda2", lambda2)):
+                 stop_gradient_through_similarity=True, dtype=None, lambda_vis=1.0):
+        for name, value in (("lambda1", lambda1), ("lambda2", lambda2), ("lambda_vis", lambda_vis)):
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
         self.lambda1 = float(lambda1)
         self.lambda2 = float(lambda2)
+        self.lambda_vis = float(lambda_vis)
         self.visual_consistency = VisualConsistencyLoss(
             group_size=group_size, stop_gradient_through_similarity=stop_gradient_through_similarity,
             dtype=dtype)
@@ -411,7 +414,7 @@ class WeaklySupervisedLoss:
         semantic = self.semantic_dependency(user_tags, tag_probs)
         error = self.user_error(user_tags, tag_probs)
         return {
-            "total": visual + self.lambda1 * semantic + self.lambda2 * error,
+            "total": self.lambda_vis * visual + self.lambda1 * semantic + self.lambda2 * error,
             "visual_consistency": visual,
             "semantic_dependency": semantic,
             "user_error": error,
@@ -424,6 +427,7 @@ class WeaklySupervisedLoss:
             "group_size": self.visual_consistency.group_size,
             "lambda1": self.lambda1,
             "lambda2": self.lambda2,
+            "lambda_vis": self.lambda_vis,
             "stop_gradient_through_similarity": self.visual_consistency.stop_gradient_through_similarity,
             "dtype": self.visual_consistency.dtype,
         }

@@ -28,8 +28,9 @@ checkpoint that moves the run into stage 2.
 
 Outputs of a task, in `<workdir>/<task>/`: config.json, flags.txt,
 checkpoints/, candidates.npy, stage1_metrics.json, refined_tags.npz,
-refined_tags.tsv, metrics.json, export/<version>/ (the SavedModel; see
-`wsnn.export`); summaries in `<workdir>/tensorboard/<task>/`.
+refined_tags.tsv, metrics.json, neighbour_snapshots.json (a fixed query's
+selected neighbours after each stage-2 epoch), export/<version>/ (the
+SavedModel; see `wsnn.export`); summaries in `<workdir>/tensorboard/<task>/`.
 """
 
 import dataclasses
@@ -173,7 +174,7 @@ class Trainer:
             self.logistic_loss = keras.losses.BinaryCrossentropy()
             self.final_loss = losses.WeaklySupervisedLoss(
                 tag_similarity, config.group_size, config.lambda1, config.lambda2,
-                config.stop_gradient_through_similarity)
+                config.stop_gradient_through_similarity, lambda_vis=config.lambda_vis)
         # The position is bookkeeping of the outer loop, not replicated state.
         self.stage = tf.Variable(1, dtype=tf.int64, trainable=False)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -294,6 +295,8 @@ class Trainer:
             self.batches = neighbours.NeighbourBatches(
                 self.train_source, self.user_tags, np.load(os.path.join(self.dir, "candidates.npy")),
                 self.embed, self.config.batch_size, self.config.group_size, self.config.seed)
+            if int(self.epoch) == 0 and int(self.step_in_epoch) == 0:
+                self._snapshot_neighbours(0)
             self._run_stage(2, self.config.stage2_epochs, self._stage2_batch)
             self.stage.assign(3)
             self.epoch.assign(0)
@@ -355,7 +358,25 @@ class Trainer:
             self._epoch_end(stage, epoch)
             self._save()
 
+    def neighbours_of(self, anchor):
+        """The m-1 candidates of training image `anchor` nearest under the current weights."""
+        candidates = self.batches.candidates[anchor]
+        features = self.embed(self.train_source.get(np.concatenate([[anchor], candidates])))
+        distances = np.sum((features[1:] - features[0]) ** 2, axis=1)
+        return candidates[np.argsort(distances, kind="stable")[:self.config.group_size - 1]]
+
+    def _snapshot_neighbours(self, epoch):
+        """Records a fixed query's selected neighbours after each stage-2 epoch (the paper's Fig. 4)."""
+        path = os.path.join(self.dir, "neighbour_snapshots.json")
+        snapshots = json.load(open(path)) if os.path.isfile(path) else []
+        snapshots = [x for x in snapshots if x["epoch"] < epoch]
+        snapshots.append({"epoch": epoch, "step": self._global_step(), "query": 0,
+                          "neighbours": self.neighbours_of(0).tolist()})
+        io_utils.write_json(path, snapshots)
+
     def _epoch_end(self, stage, epoch):
+        if stage == 2:
+            self._snapshot_neighbours(epoch + 1)
         global_step = self._global_step()
         scores = self.evaluate(self.config.eval_max_images)
         with self.writer.as_default(step=global_step):
@@ -392,7 +413,14 @@ class Trainer:
         io_utils.write_json(os.path.join(self.dir, "stage1_metrics.json"), {"Multi-CNN": scores})
         print(f"[{self.task}] computing {self.num_candidates} candidates for {len(self.train_idx)} images",
               flush=True)
-        candidates = neighbours.nearest_candidates(self.features(self.train_source), self.num_candidates)
+        train_features = self.features(self.train_source)
+        if self.config.save_stage1_features:
+            buffer = io.BytesIO()
+            np.savez(buffer, train=train_features.astype(np.float32),
+                     eval=self.features(self.eval_source).astype(np.float32),
+                     eval_tag_probs=self.predict(self.eval_source).astype(np.float32))
+            io_utils.write_bytes(os.path.join(self.dir, "phi0_features.npz"), buffer.getvalue())
+        candidates = neighbours.nearest_candidates(train_features, self.num_candidates)
         _atomic_npy(os.path.join(self.dir, "candidates.npy"), candidates)
         self.stage.assign(2)
         self.epoch.assign(0)

@@ -1,0 +1,207 @@
+"""KNN tag relevance (Makadia, Pavlovic and Kumar 2010) and the shared neighbour search.
+
+KNN, as the AAAI 2018 paper describes it ("the tags are assigned based on
+their occurrence rates among the k nearest neighbours"): the relevance of tag
+t to a query image q is the fraction of its k visual neighbours tagged t,
+
+    knn(q, t) = (1 / k) * sum_{j in N_k(q)} G[j, t],
+
+where N_k(q) are the k training images nearest to q and G is the N x C 0/1
+user-tag matrix of the training images. Makadia et al.'s full JEC method also
+combines several distances and transfers labels greedily (the nearest
+neighbour's tags first); the paper's baseline is the occurrence-rate vote
+above, on the phi_0 features, which is what is implemented.
+
+Neighbour search (`nearest_neighbours`, also used by TagVote): exact
+Euclidean distance, computed as ``||q||^2 + ||x||^2 - 2 q.x`` in the
+features' floating dtype (float32 stays float32, float64 stays float64) over
+chunks of query rows, so memory is O(chunk_size * N) and no N x N matrix is
+formed. Neighbours are sorted nearest first; equal computed distances are
+broken by the lower training index. Two uses:
+
+* annotation: query images are not training images, every training image is
+  a candidate neighbour;
+* refinement (``exclude_self=True``): query i *is* training image i and is
+  never its own neighbour.
+
+With ``unique_users=True`` each uploader contributes at most one neighbour:
+a user is represented by its nearest image (lower index on equal distances)
+and the k nearest representatives are returned.
+"""
+
+import numpy as np
+import scipy.sparse
+
+__all__ = ["nearest_neighbours", "knn_scores"]
+
+
+def positive_int(value, name):
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _features(train_features, query_features):
+    """Both feature matrices as 2-D arrays of one floating dtype (at least float32)."""
+    train = np.asarray(train_features)
+    query = np.asarray(query_features)
+    if train.ndim != 2 or query.ndim != 2 or train.shape[1] != query.shape[1]:
+        raise ValueError(f"features must be 2-D with equal widths, got {train.shape} and {query.shape}")
+    dtype = np.result_type(train.dtype, query.dtype, np.float32)
+    train, query = train.astype(dtype, copy=False), query.astype(dtype, copy=False)
+    if not (np.all(np.isfinite(train)) and np.all(np.isfinite(query))):
+        raise ValueError("features contain NaN or Inf")
+    return train, query
+
+
+def binary_tags(user_tags):
+    """G as a float32 CSR matrix with every nonzero entry set to 1."""
+    tags = scipy.sparse.csr_matrix(user_tags)
+    tags = (tags != 0).astype(np.float32)
+    tags.eliminate_zeros()
+    return tags
+
+
+def user_codes(train_users, num_train):
+    """Uploader ids (any hashable values) as integer codes 0..U-1."""
+    users = np.asarray(train_users)
+    if users.shape != (num_train,):
+        raise ValueError(f"train_users must have one id per training image ({num_train}), got shape {users.shape}")
+    return np.unique(users, return_inverse=True)[1].ravel()
+
+
+def _smallest(distances, k):
+    """Columns of the k smallest entries of each row, nearest first, ties by lower column.
+
+    Raises ValueError if a row has fewer than k finite entries.
+    """
+    kth = np.partition(distances, k - 1, axis=1)[:, k - 1:k]
+    if np.isinf(kth).any():
+        raise ValueError(f"k={k} exceeds the candidate neighbours available to a query")
+    less = distances < kth
+    tied = distances == kth
+    # Of the entries tied with the k-th, keep only as many as needed, lowest columns first.
+    need = k - less.sum(axis=1, keepdims=True)
+    keep = less | (tied & (np.cumsum(tied, axis=1) <= need))
+    columns = np.nonzero(keep)[1].reshape(len(distances), k)  # ascending within a row
+    order = np.argsort(np.take_along_axis(distances, columns, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(columns, order, axis=1)
+
+
+def _one_per_user(distances, perm, starts):
+    """`distances` with every image but each user's nearest one set to +inf.
+
+    `perm` orders the training images by user (stably, so by index within a
+    user) and `starts` are the first positions of each user in `perm`.
+    """
+    grouped = distances[:, perm]
+    nearest = np.minimum.reduceat(grouped, starts, axis=1)  # chunk x U
+    sizes = np.diff(np.append(starts, len(perm)))
+    is_nearest = grouped == np.repeat(nearest, sizes, axis=1)
+    positions = np.where(is_nearest, np.arange(len(perm)), len(perm))
+    first = np.minimum.reduceat(positions, starts, axis=1)  # lowest index among a user's nearest
+    masked = np.full_like(distances, np.inf)
+    np.put_along_axis(masked, perm[first], nearest, axis=1)
+    return masked
+
+
+def neighbour_chunks(train_features, query_features, k, exclude_self=False, chunk_size=1024,
+                     train_users=None, unique_users=False):
+    """Yields ``(start, stop, neighbours)`` for consecutive chunks of query rows.
+
+    Same arguments and per-row result as `nearest_neighbours`, which
+    concatenates the chunks; scorers consume them one at a time so that only
+    a chunk's neighbours are ever held.
+    """
+    train, query = _features(train_features, query_features)
+    n, q = len(train), len(query)
+    k = positive_int(k, "k")
+    chunk_size = positive_int(chunk_size, "chunk_size")
+    if exclude_self and q > n:
+        raise ValueError(f"exclude_self needs query i to be training image i, but Q={q} > N={n}")
+    if k > n - bool(exclude_self):
+        raise ValueError(f"k={k} exceeds the {n - bool(exclude_self)} training images available")
+    if unique_users:
+        if train_users is None:
+            raise ValueError("unique_users=True needs train_users")
+        codes = user_codes(train_users, n)
+        perm = np.argsort(codes, kind="stable")
+        starts = np.flatnonzero(np.diff(codes[perm], prepend=-1))
+    train_norms = np.einsum("ij,ij->i", train, train)
+    for start in range(0, q, chunk_size):
+        stop = min(start + chunk_size, q)
+        distances = query[start:stop] @ train.T
+        distances *= -2
+        distances += np.einsum("ij,ij->i", query[start:stop], query[start:stop])[:, np.newaxis]
+        distances += train_norms[np.newaxis, :]
+        if exclude_self:
+            distances[np.arange(stop - start), np.arange(start, stop)] = np.inf
+        if unique_users:
+            distances = _one_per_user(distances, perm, starts)
+        yield start, stop, _smallest(distances, k)
+
+
+def nearest_neighbours(train_features, query_features, k, exclude_self=False, chunk_size=1024,
+                       train_users=None, unique_users=False):
+    """The k training images nearest to each query (exact Euclidean).
+
+    Args:
+      train_features: N x d visual features of the training images.
+      query_features: Q x d visual features of the queries.
+      k: neighbours per query.
+      exclude_self: refinement: query i is training image i and is not its
+        own neighbour (needs Q <= N).
+      chunk_size: query rows per chunk; memory is O(chunk_size * N).
+      train_users: optional length-N uploader ids (any hashable values);
+        only used with `unique_users`.
+      unique_users: at most one neighbour per uploader: each user is
+        represented by its nearest image (lower index on ties).
+
+    Returns:
+      int array Q x k of training indices, nearest first, equal distances by
+      lower index.
+
+    Raises:
+      ValueError: malformed or non-finite features, k < 1, or more
+        neighbours requested than a query has available (images, or
+        distinct users with `unique_users`).
+    """
+    chunks = [neighbours for _, _, neighbours in neighbour_chunks(
+        train_features, query_features, k, exclude_self, chunk_size, train_users, unique_users)]
+    if not chunks:
+        return np.zeros((0, positive_int(k, "k")), np.int64)
+    return np.concatenate(chunks)
+
+
+def neighbour_votes(neighbours, train_tags):
+    """Per query, how many of its neighbours carry each tag: dense float32 (rows x C)."""
+    rows, k = neighbours.shape
+    indicator = scipy.sparse.csr_matrix(
+        (np.ones(rows * k, np.float32), neighbours.ravel(), np.arange(0, rows * k + 1, k)),
+        shape=(rows, train_tags.shape[0]))
+    return (indicator @ train_tags).toarray()
+
+
+def knn_scores(train_features, train_user_tags, query_features, k=50, exclude_self=False, chunk_size=1024):
+    """KNN tag relevance: the fraction of the k nearest training images carrying each tag.
+
+    Args:
+      train_features: N x d visual features of the training images.
+      train_user_tags: G, N x C user tags (scipy.sparse or dense; nonzero
+        means tagged).
+      query_features: Q x d visual features of the images to score.
+      k: neighbours (1 <= k <= N, or N - 1 with `exclude_self`).
+      exclude_self: refinement: query i is training image i and does not vote
+        for itself.
+      chunk_size: query rows per distance chunk.
+
+    Returns:
+      float32 array Q x C, entries in [0, 1].
+    """
+    tags = binary_tags(train_user_tags)
+    if tags.shape[0] != len(train_features):
+        raise ValueError(f"train_user_tags has {tags.shape[0]} rows for {len(train_features)} training images")
+    scores = np.zeros((len(query_features), tags.shape[1]), np.float32)
+    for start, stop, neighbours in neighbour_chunks(train_features, query_features, k, exclude_self, chunk_size):
+        scores[start:stop] = neighbour_votes(neighbours, tags) / np.float32(k)
+    return scores
