@@ -110,6 +110,9 @@ class TrainConfig:
     export_dir: str = field("", "Export the trained tagger as a SavedModel here (a new integer "
                                 "version); default <workdir>/<task>/export.")
     export_top_k: int = field(10, "Tags in the exported signatures' top_k outputs.")
+    warm_start_from: str = field("", "Start stage 2 from the phi_0 of another run's workdir (same data, "
+                                     "split and seed) instead of training stage 1; this run's own "
+                                     "checkpoint still wins.")
     save_stage1_features: bool = field(False, "Save phi_0's features of the training and evaluation "
                                               "images and its evaluation tag probabilities "
                                               "(phi0_features.npz) for the benchmark's baselines.")

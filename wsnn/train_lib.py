@@ -38,6 +38,7 @@ import io
 import json
 import math
 import os
+import shutil
 import time
 
 import keras
@@ -283,11 +284,18 @@ class Trainer:
     # ----- the outer loop ---------------------------------------------------------------------
 
     def run(self):
-        """Runs (or resumes) both stages and writes the task's outputs; returns metrics.json's dict."""
+        """Runs (or resumes) both stages and writes the task's outputs; returns metrics.json's dict.
+
+        Resume order: this task's own checkpoint always wins; only a run with
+        none starts stage 2 from `config.warm_start_from` (another run's
+        phi_0), and only a run with neither trains stage 1.
+        """
         if self.manager.latest_checkpoint:
             self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
             print(f"[{self.task}] resuming from {self.manager.latest_checkpoint} (stage {int(self.stage)}, "
                   f"epoch {int(self.epoch) + 1}, step {int(self.step_in_epoch)})", flush=True)
+        elif self.config.warm_start_from:
+            self._warm_start(os.path.join(self.config.warm_start_from, self.task))
         if int(self.stage) == 1:
             self._run_stage(1, self.config.stage1_epochs, self._stage1_batch)
             self._finish_stage1()
@@ -303,6 +311,28 @@ class Trainer:
             self.step_in_epoch.assign(0)
             self._save()
         return self._write_outputs()
+
+    def _warm_start(self, source):
+        """Starts stage 2 from another run's phi_0 (same data, split and seed): its weights,
+        candidates and Multi-CNN metrics. Stage 1 does not depend on lambda1, lambda2, alpha or
+        lambda_vis, so grid search and ablations need not train it again."""
+        files = ("candidates.npy", "stage1_metrics.json", "phi0/ckpt.index")
+        missing = [f for f in files if not os.path.isfile(os.path.join(source, f))]
+        if missing:
+            raise ValueError(f"--warm_start_from: {source} has no finished stage 1 ({', '.join(missing)} missing)")
+        candidates = np.load(os.path.join(source, "candidates.npy"))
+        if len(candidates) != len(self.train_idx):
+            raise ValueError(f"--warm_start_from: {source} has candidates for {len(candidates)} training "
+                             f"images, this run has {len(self.train_idx)} (different data, split or seed)")
+        tf.train.Checkpoint(model=self.model).read(os.path.join(source, "phi0", "ckpt")).expect_partial()
+        for name in ("candidates.npy", "stage1_metrics.json", "phi0_features.npz"):
+            if os.path.isfile(os.path.join(source, name)):
+                shutil.copyfile(os.path.join(source, name), os.path.join(self.dir, name))
+        print(f"[{self.task}] stage 2 starts from phi_0 of {source}", flush=True)
+        self.stage.assign(2)
+        self.epoch.assign(0)
+        self.step_in_epoch.assign(0)
+        self._save()
 
     def _stage1_batch(self, epoch, step):
         order = self._epoch_order(epoch)
@@ -421,6 +451,8 @@ class Trainer:
                      eval_tag_probs=self.predict(self.eval_source).astype(np.float32))
             io_utils.write_bytes(os.path.join(self.dir, "phi0_features.npz"), buffer.getvalue())
         candidates = neighbours.nearest_candidates(train_features, self.num_candidates)
+        # phi_0's weights alone, for runs that start stage 2 from it (--warm_start_from).
+        tf.train.Checkpoint(model=self.model).write(os.path.join(self.dir, "phi0", "ckpt"))
         _atomic_npy(os.path.join(self.dir, "candidates.npy"), candidates)
         self.stage.assign(2)
         self.epoch.assign(0)
