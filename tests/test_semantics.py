@@ -1,6 +1,5 @@
 """Tests for the tag-similarity table xi (wsnn.semantics)."""
 
-import json
 import math
 import subprocess
 import sys

@@ -7,7 +7,6 @@ never reads flags.
 """
 
 import dataclasses
-import json
 import os
 
 from absl import flags
@@ -52,11 +51,6 @@ def write_config(config, directory, flag_values=None):
     io_utils.write_json(os.path.join(directory, "config.json"), dataclasses.asdict(config))
     if flag_values is not None:
         io_utils.write_text(os.path.join(directory, "flags.txt"), flag_values.flags_into_string())
-
-
-def to_json(config):
-    """The config as a JSON string (for logs)."""
-    return json.dumps(dataclasses.asdict(config), sort_keys=True)
 
 
 TASKS = ("annotation", "refinement", "both")

@@ -20,7 +20,6 @@ import numpy as np
 import scipy.sparse
 
 from wsnn import wordnet as wordnet_lib
-from wsnn.data.dataset import TaggedImageSet
 
 _POS_ORDER = ("n", "v", "a", "r")
 
