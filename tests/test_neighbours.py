@@ -11,7 +11,7 @@ import scipy.sparse
 
 from wsnn.data.dataset import from_tag_lists
 from wsnn.data.pipeline import ImageSource
-from wsnn.neighbours import NeighbourBatches, nearest_candidates
+from wsnn.neighbours import NeighbourBatches, nearest_candidates, neighbour_recall
 
 N, SIZE, M = 40, 4, 10
 
@@ -230,3 +230,110 @@ def test_construction_checks():
     batches = NeighbourBatches(source, g, candidates, embed, batch_size=8, group_size=4)
     with pytest.raises(IndexError):
         batches[len(batches)]
+
+
+# --- the fast mode (embedding bank) ------------------------------------------
+
+def _ref_fast_batch(bank, current, candidates, anchors, m, shortlist):
+    """NumPy reference of one fast-mode batch; updates `bank` like the code should.
+
+    Anchors get their current rows; with a shortlist, the `shortlist`
+    candidates nearest in the bank get theirs too and decide alone.
+    """
+    bank[anchors] = current[anchors]
+    lists = [candidates[anchor] for anchor in anchors]
+    if shortlist:  # all anchors rank against the same bank, then the short lists are embedded
+        lists = [z[np.sort(np.argsort(((bank[z] - bank[anchor]) ** 2).sum(-1), kind="stable")[:shortlist])]
+                 for anchor, z in zip(anchors, lists)]
+        for z in lists:
+            bank[z] = current[z]
+    groups = []
+    for anchor, z in zip(anchors, lists):
+        distances = ((bank[z] - bank[anchor]) ** 2).sum(-1)
+        groups.append(np.concatenate([[anchor], z[np.argsort(distances, kind="stable")[:m - 1]]]))
+    return np.concatenate(groups)
+
+
+@pytest.mark.parametrize("shortlist", [0, 5, 7])
+def test_fast_mode_matches_numpy_reference_with_a_stale_bank(shortlist):
+    # Bank from pixel 0, network now embeds by pixel 1: every row is stale.
+    dataset = _two_view_dataset()
+    pixels = dataset.image_array.reshape(N, -1).astype(np.float64)
+    stale, current = pixels[:, 0:1].copy(), pixels[:, 1:2]
+    candidates = nearest_candidates(stale, M)
+    batches, _ = _batches(dataset, _linear(_pixel_weights(1)), candidates, bank=stale, shortlist=shortlist)
+    bank = stale.copy()
+    for i in range(len(batches)):
+        anchors = batches.anchor_order[(i * 3 + np.arange(3)) % N]
+        expected = _ref_fast_batch(bank, current, candidates, anchors, 4, shortlist)
+        images, user_tags, indices = batches[i]
+        np.testing.assert_array_equal(indices, expected)
+        np.testing.assert_array_equal(images[..., 0], dataset.image_array[indices])
+        np.testing.assert_array_equal(user_tags, dataset.user_tags.toarray()[indices])
+        np.testing.assert_array_equal(batches.bank, bank)
+    # One epoch made every anchor row current.
+    np.testing.assert_array_equal(batches.bank, current)
+
+
+def test_fast_mode_with_a_current_bank_or_full_shortlist_is_exact():
+    dataset = _dataset()
+    weights = np.random.default_rng(2).integers(-3, 4, (SIZE * SIZE, 3)).astype(np.float32)
+    embed = _linear(weights)
+    candidates = nearest_candidates(dataset.image_array.reshape(N, -1), M)
+    exact, _ = _batches(dataset, embed, candidates)
+    current = embed(ImageSource(dataset).get(np.arange(N)))
+    fresh, _ = _batches(dataset, embed, candidates, bank=current)
+    stale_bank = np.zeros_like(current)
+    full, _ = _batches(dataset, embed, candidates, bank=stale_bank, shortlist=M)
+    refreshed, _ = _batches(dataset, embed, candidates, bank=stale_bank)
+    calls = []
+    refreshed.refresh_bank(progress=lambda done, total: calls.append((done, total)))
+    np.testing.assert_array_equal(refreshed.bank, current)
+    assert calls == [(N, N)]
+    for i in range(len(exact)):
+        expected = exact.group_indices(i)
+        for fast in (fresh, full, refreshed):
+            np.testing.assert_array_equal(fast.group_indices(i), expected)
+    assert not stale_bank.any()  # the bank passed in is copied
+
+
+def test_fast_mode_embeds_only_anchors_and_shortlist():
+    calls = []
+    linear = _linear(np.ones((SIZE * SIZE, 2), np.float32))
+
+    def embed(images):
+        calls.append(len(images))
+        return linear(images)
+
+    bank = linear(ImageSource(_dataset()).get(np.arange(N)))
+    batches, _ = _batches(_dataset(), embed, bank=bank)
+    calls.clear()
+    batches[0]
+    assert calls == [3]  # the 3 anchors
+    batches, _ = _batches(_dataset(), embed, bank=bank, shortlist=5)
+    calls.clear()
+    batches[0]
+    assert sum(calls) <= 3 + 3 * 5
+
+
+def test_fast_mode_checks():
+    dataset = _dataset()
+    embed = _linear(np.ones((SIZE * SIZE, 2), np.float32))
+    bank = np.zeros((N, 2))
+    with pytest.raises(ValueError, match="bank must be N x d"):
+        _batches(dataset, embed, bank=bank[:-1])
+    with pytest.raises(ValueError, match=r"shortlist=2 .*\[3, 10\]"):
+        _batches(dataset, embed, bank=bank, shortlist=2)
+    with pytest.raises(ValueError, match=r"shortlist=11"):
+        _batches(dataset, embed, bank=bank, shortlist=11)
+    with pytest.raises(ValueError, match="needs a bank"):
+        _batches(dataset, embed, shortlist=5)
+
+
+def test_neighbour_recall():
+    reference = np.array([0, 1, 2, 3, 10, 11, 12, 13])
+    assert neighbour_recall(reference, reference, 4) == 1.0
+    # Group 1 keeps 2 of 3 (order does not matter), group 2 keeps 0 of 3.
+    assert neighbour_recall([0, 3, 1, 9, 10, 4, 5, 6], reference, 4) == pytest.approx((2 / 3 + 0) / 2)
+    with pytest.raises(ValueError, match="different anchors"):
+        neighbour_recall([1, 0, 2, 3, 10, 11, 12, 13], reference, 4)

@@ -140,12 +140,38 @@ def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, two_cpu_st
     assert not (tmp_path / "refinement" / "metrics.json").exists()
 
 
+@pytest.mark.parametrize("refresh_epochs, refreshes", [(0, 1), (1, 3), (2, 2)])
+def test_fast_mode_bank_is_refreshed_at_start_and_every_n_epochs(tmp_path, two_cpu_strategy, refresh_epochs,
+                                                                 refreshes):
+    from wsnn import train_lib
+    from wsnn.config import TrainConfig
+    from wsnn.data.dataset import from_tag_lists
+
+    rng = np.random.default_rng(0)
+    tags = [[t for t in ("sky", "sea", "dog") if rng.random() < 0.4] for _ in range(32)]
+    dataset = from_tag_lists([str(i) for i in range(32)], tags,
+                             image_array=rng.integers(0, 256, (32, 8, 8), dtype=np.uint8))
+    config = TrainConfig(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=3,
+                         batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
+                         neighbour_mode="fast", shortlist=4, bank_refresh_epochs=refresh_epochs)
+    trainer = train_lib.Trainer(config, dataset, "refinement", two_cpu_strategy)
+    summary = trainer.run()
+    assert len(trainer.bank_refresh_times) == refreshes
+    assert trainer.batches.shortlist == 4 and trainer.batches.bank.shape == (32, 256)
+    assert summary["steps"]["completed"] == 4 * 4
+    assert np.isfinite(trainer.batches.bank).all()
+
+
 @pytest.mark.parametrize("flag, message", [
     ("--backbone=resnet", "--backbone=resnet: must be one of small_cnn, vgg16"),
     ("--num_candidates=4", "--group_size=4: must be smaller than --num_candidates=4 (m < M)"),
     ("--batch_size=18", "--batch_size=18: must be a multiple of --group_size=4"),
     ("--weights=/no/such/file.h5", "--weights=/no/such/file.h5: file not found"),
     ("--source=mirflickr", "--data_dir is required for --source=mirflickr"),
+    ("--neighbour_mode=approx", "--neighbour_mode=approx: must be one of exact, fast"),
+    ("--shortlist=6", "--shortlist=6: needs --neighbour_mode=fast"),
+    ("--strategy=multi_worker", "--num_devices=2: must be 0 with --strategy=multi_worker"),
+    ("--strategy=parameter_server", "--strategy=parameter_server: must be one of mirrored, multi_worker"),
 ])
 def test_config_errors_fail_before_any_work(tmp_path, flag, message):
     workdir = tmp_path / "run"

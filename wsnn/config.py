@@ -56,6 +56,8 @@ def write_config(config, directory, flag_values=None):
 TASKS = ("annotation", "refinement", "both")
 BACKBONES = ("small_cnn", "vgg16")
 MEASURES = ("lin", "jcn", "res")
+NEIGHBOUR_MODES = ("exact", "fast")
+STRATEGIES = ("mirrored", "multi_worker")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,12 +92,22 @@ class TrainConfig:
     lambda_vis: float = field(1.0, "Weight of L_vis (1 in eq. 1; 0 only for ablations).")
     lambda1: float = field(1.0, "Weight of L_sem (eq. 1).")
     lambda2: float = field(1.0, "Weight of L_err (eq. 1).")
+    neighbour_mode: str = field("exact", "Stage-2 neighbours: exact (Algorithm 1: embed every anchor's M "
+                                         "candidates each step) or fast (rank them against an embedding "
+                                         "bank; see wsnn.neighbours).")
+    shortlist: int = field(0, "Fast mode: candidates per anchor embedded anew after ranking against the "
+                              "bank (0: the bank alone; else m-1 <= k, capped at M).")
+    bank_refresh_epochs: int = field(0, "Fast mode: embed every training image into the bank again every "
+                                        "this many stage-2 epochs (0: only when stage 2 starts or resumes).")
     alpha: float = field(1.0, "Weight of the WordNet distance in the tag similarity (eq. 4).")
     similarity_measure: str = field("lin", f"WordNet IC similarity: {', '.join(MEASURES)}.")
     ic_file: str = field("", "NLTK information-content file; default: WordNet's SemCor counts.")
     stop_gradient_through_similarity: bool = field(True, "L_vis: no gradient through gamma.")
     num_devices: int = field(0, "Replicas: 0 = all GPUs (else the CPU); n > 0 = n devices "
                                 "(logical CPU devices when there is no GPU).")
+    strategy: str = field("mirrored", "mirrored (one process: all GPUs or --num_devices) or multi_worker "
+                                      "(MultiWorkerMirroredStrategy over the cluster in TF_CONFIG; every "
+                                      "worker runs the same command on a shared workdir).")
     checkpoint_every_steps: int = field(200, "Checkpoint every this many steps (and at epoch ends).")
     log_every_steps: int = field(20, "Progress line and scalar summaries every this many steps.")
     image_summary_every_steps: int = field(200, "Anchor-and-neighbours image every this many stage-2 steps.")
@@ -118,6 +130,12 @@ class TrainConfig:
             fail("task", f"must be one of {', '.join(TASKS)}")
         if self.backbone not in BACKBONES:
             fail("backbone", f"must be one of {', '.join(BACKBONES)}")
+        if self.neighbour_mode not in NEIGHBOUR_MODES:
+            fail("neighbour_mode", f"must be one of {', '.join(NEIGHBOUR_MODES)}")
+        if self.shortlist and (self.neighbour_mode != "fast" or self.shortlist < self.group_size - 1):
+            fail("shortlist", f"needs --neighbour_mode=fast and >= group_size - 1 = {self.group_size - 1} (or 0)")
+        if self.bank_refresh_epochs < 0:
+            fail("bank_refresh_epochs", "must be >= 0")
         if self.similarity_measure not in MEASURES:
             fail("similarity_measure", f"must be one of {', '.join(MEASURES)}")
         if not 0 < self.train_fraction < 1:
@@ -144,6 +162,11 @@ class TrainConfig:
                 fail(name, "must be >= 0")
         if self.num_devices < 0:
             fail("num_devices", "must be >= 0")
+        if self.strategy not in STRATEGIES:
+            fail("strategy", f"must be one of {', '.join(STRATEGIES)}")
+        if self.strategy == "multi_worker" and self.num_devices:
+            fail("num_devices", "must be 0 with --strategy=multi_worker (each worker uses all its GPUs, "
+                                "or its CPU)")
         if self.weights not in ("none", "imagenet") and not os.path.isfile(self.weights):
             fail("weights", "file not found (give Keras' VGG16 notop .h5, imagenet when online, or none)")
         if self.backbone == "small_cnn" and self.weights != "none":

@@ -36,7 +36,7 @@ def _small_cnn(x):
         for i in range(2):
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
                                     name=f"conv{block + 1}_{i + 1}")(x)
-            x = keras.layers.BatchNormalization(name=f"bn{block + 1}_{i + 1}")(x)
+            x = keras.layers.BatchNormalization(synchronized=True, name=f"bn{block + 1}_{i + 1}")(x)
             x = keras.layers.ReLU()(x)
         if block < 2:
             x = keras.layers.MaxPooling2D(name=f"pool{block + 1}")(x)

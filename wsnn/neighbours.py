@@ -10,6 +10,22 @@ and concatenate the s/m groups of m images into one batch of s.
 
 Batch layout (what `wsnn.losses` expects): s/m consecutive groups of m rows;
 row 0 of each group is the anchor, rows 1..m-1 its neighbours, nearest first.
+
+Exact Algorithm 1 embeds s/m * (M+1) images per step (4,608 at the paper's
+s=64, m=8, M=512): far more forward work than the step itself. The fast mode
+(``bank`` given) keeps an embedding bank, one feature row per training image
+as of its last embedding, and ranks each anchor's candidates against it:
+
+  * every step embeds its s/m anchors with the current network and writes
+    them into the bank; since every image is an anchor once per epoch, every
+    row is at most one epoch old; the m-1 candidates nearest to the fresh
+    anchor row in the bank are chosen;
+  * with ``shortlist`` k > 0, the k candidates nearest in the bank are
+    embedded now too (and written back), and the m-1 nearest among them are
+    chosen with current features only, as in the exact mode;
+  * the caller may re-embed the whole bank (`refresh_bank`) at any time.
+
+The cost is s/m * (k+1) embeddings per step instead of s/m * (M+1).
 """
 
 import math
@@ -18,7 +34,7 @@ import keras
 import numpy as np
 import scipy.sparse
 
-__all__ = ["nearest_candidates", "NeighbourBatches"]
+__all__ = ["nearest_candidates", "NeighbourBatches", "neighbour_recall"]
 
 
 def _smallest(distances, count):
@@ -88,6 +104,27 @@ def nearest_candidates(features, num_candidates, chunk_size=2048, progress=None)
     return candidates
 
 
+def _distances(features, anchors, candidates):
+    """a x k squared distances between features[anchors[i]] and features[candidates[i, j]]."""
+    # One group at a time: a x k x d differences at once would be large.
+    # float64 so that distances between nearby features keep their order.
+    return np.stack([np.sum((features[group].astype(np.float64) - features[anchor]) ** 2, axis=1)
+                     for anchor, group in zip(anchors, candidates)])
+
+
+def neighbour_recall(indices, reference, group_size):
+    """Mean share of each group's m-1 reference neighbours that `indices` also chose.
+
+    Both are flat s-vectors of s/m groups (anchor first) with the same anchors.
+    """
+    groups = np.asarray(indices).reshape(-1, group_size)
+    reference = np.asarray(reference).reshape(-1, group_size)
+    if not np.array_equal(groups[:, 0], reference[:, 0]):
+        raise ValueError("the two batches have different anchors")
+    return float(np.mean([len(np.intersect1d(g[1:], r[1:])) / (group_size - 1)
+                          for g, r in zip(groups, reference)]))
+
+
 def _positive_int(value, name):
     if int(value) != value or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -126,6 +163,11 @@ class NeighbourBatches(keras.utils.PyDataset):
       seed: seed of the anchor order.
       epoch: the epoch whose anchor order to use (see `set_epoch`).
       max_embed_batch: at most this many images per `embed_fn` call.
+      bank: optional N x d features of all images (e.g. phi_0's): selects
+        the fast mode (see the module docstring); the array is copied.
+      shortlist: fast mode only: candidates per anchor embedded anew after
+        ranking against the bank; 0 (rank against the bank alone) or in
+        [m-1, M].
       **kwargs: `keras.utils.PyDataset` arguments (workers, ...).
 
     Raises:
@@ -133,7 +175,7 @@ class NeighbourBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, image_source, user_tags, candidates, embed_fn, batch_size=64,
-                 group_size=8, seed=0, epoch=0, max_embed_batch=4096, **kwargs):
+                 group_size=8, seed=0, epoch=0, max_embed_batch=4096, bank=None, shortlist=0, **kwargs):
         super().__init__(**kwargs)
         self.image_source = image_source
         self.embed_fn = embed_fn
@@ -168,7 +210,28 @@ class NeighbourBatches(keras.utils.PyDataset):
         if np.any(self.candidates == np.arange(n)[:, np.newaxis]):
             raise ValueError("an image is among its own candidates")
         self.anchors_per_batch = self.batch_size // self.group_size
+        self.bank = None
+        if bank is not None:
+            bank = np.asarray(bank)
+            if bank.ndim != 2 or len(bank) != n:
+                raise ValueError(f"bank must be N x d with N={n}, got shape {bank.shape}")
+            self.bank = bank.astype(np.float32)  # N x d: float32 halves a large bank
+        if int(shortlist) != shortlist or not (shortlist == 0 or self.group_size - 1 <= shortlist <= num_candidates):
+            raise ValueError(f"shortlist={shortlist} must be 0 or in [m-1, M] = "
+                             f"[{self.group_size - 1}, {num_candidates}]")
+        if shortlist and self.bank is None:
+            raise ValueError("shortlist needs a bank (the fast mode)")
+        self.shortlist = int(shortlist)
         self.set_epoch(epoch)
+
+    def refresh_bank(self, progress=None):
+        """Fast mode: embeds every image with the current network into the bank."""
+        n = self.image_source.num_images
+        for start in range(0, n, self.max_embed_batch):
+            indices = np.arange(start, min(start + self.max_embed_batch, n))
+            self._embed_into_bank(indices)
+            if progress is not None:
+                progress(indices[-1] + 1, n)
 
     def set_epoch(self, epoch):
         """Uses the anchor order of `epoch` (the same for the same seed and epoch)."""
@@ -185,8 +248,9 @@ class NeighbourBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         """Batch `index`: (uint8 images s x H x W x ch, float32 G rows s x C, int64 indices s)."""
-        indices, loaded, images = self._select(index)
-        images = images[np.searchsorted(loaded, indices)]
+        indices, images = self._select(index)
+        if images is None:
+            images = self.image_source.get(indices)
         user_tags = self.user_tags[indices].toarray().astype(np.float32)
         return images, user_tags, indices
 
@@ -194,26 +258,40 @@ class NeighbourBatches(keras.utils.PyDataset):
         """Algorithm 1 for one batch.
 
         Returns:
-          (the s batch indices, the sorted distinct indices embedded, their images).
+          (the s batch indices, their images if they were all loaded, else None).
         """
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range [0, {len(self)})")
         n, a = len(self.anchor_order), self.anchors_per_batch
         anchors = self.anchor_order[(index * a + np.arange(a)) % n]
-        groups = np.concatenate([anchors[:, np.newaxis], self.candidates[anchors]], axis=1)
-        # Candidate sets overlap; each distinct image is embedded once.
-        loaded, position = np.unique(groups, return_inverse=True)
-        position = position.reshape(groups.shape)
-        images = self.image_source.get(loaded)
-        features = self._embed(images)
-        # One group at a time: a x M x d differences at once would be large.
-        distances = np.stack([np.sum((features[group[1:]] - features[group[0]]) ** 2, axis=1)
-                              for group in position])
+        candidates = self.candidates[anchors]
+        batch_images = None
+        if self.bank is None:
+            # Candidate sets overlap; each distinct image is embedded once.
+            loaded = np.unique(np.concatenate([anchors, candidates.reshape(-1)]))
+            images = self.image_source.get(loaded)
+            features = self._embed(images)
+            distances = _distances(features, np.searchsorted(loaded, anchors), np.searchsorted(loaded, candidates))
+        else:
+            self._embed_into_bank(np.unique(anchors))
+            distances = _distances(self.bank, anchors, candidates)
+            if self.shortlist:
+                ranked = np.argsort(distances, axis=1, kind="stable")
+                # Columns back in candidate-rank order, so that ties still go to the lower rank.
+                candidates = np.take_along_axis(candidates, np.sort(ranked[:, :self.shortlist], axis=1), axis=1)
+                self._embed_into_bank(np.setdiff1d(candidates, anchors))
+                distances = _distances(self.bank, anchors, candidates)
         # Stable sort: equal distances keep the lower candidate rank first.
         nearest = np.argsort(distances, axis=1, kind="stable")[:, :self.group_size - 1]
-        chosen = np.take_along_axis(groups[:, 1:], nearest, axis=1)
-        indices = np.concatenate([anchors[:, np.newaxis], chosen], axis=1).reshape(-1)
-        return indices.astype(np.int64), loaded, images
+        chosen = np.take_along_axis(candidates, nearest, axis=1)
+        indices = np.concatenate([anchors[:, np.newaxis], chosen], axis=1).reshape(-1).astype(np.int64)
+        if self.bank is None:
+            batch_images = images[np.searchsorted(loaded, indices)]
+        return indices, batch_images
+
+    def _embed_into_bank(self, indices):
+        if len(indices):
+            self.bank[indices] = self._embed(self.image_source.get(indices))
 
     def _embed(self, images):
         """Features (float64, k x d) from `embed_fn`, at most max_embed_batch images per call."""

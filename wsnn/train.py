@@ -36,6 +36,9 @@ def main(argv):
     except (ValueError, RuntimeError, wordnet_lib.WordNetUnavailable) as e:
         print(f"wsnn.train: error: {e}", file=sys.stderr)
         return 1
+    if None in results.values():
+        print("done; this worker writes no outputs (the chief does)")
+        return 0
     print(train_lib.format_table(results))
     print(f"Outputs: {config.workdir}/<task>/ (metrics.json, refined_tags.tsv, refined_tags.npz); "
           f"TensorBoard: tensorboard --logdir {config.workdir}/tensorboard")

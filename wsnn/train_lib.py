@@ -34,11 +34,13 @@ SavedModel; see `wsnn.export`); summaries in `<workdir>/tensorboard/<task>/`.
 """
 
 import dataclasses
+import hashlib
 import io
 import json
 import math
 import os
 import shutil
+import tempfile
 import time
 
 import keras
@@ -56,12 +58,23 @@ class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or Inf loss."""
 
 
-def make_strategy(num_devices):
-    """MirroredStrategy over all GPUs, or over `num_devices` (logical) CPU devices.
+def make_strategy(num_devices, strategy="mirrored"):
+    """The distribution strategy of a run.
+
+    mirrored: MirroredStrategy over all GPUs, or over `num_devices` (logical)
+    CPU devices. multi_worker: MultiWorkerMirroredStrategy over the cluster
+    that the TF_CONFIG environment variable describes, each worker using its
+    own GPUs (or its CPU).
 
     Logical CPU devices can only be made before TensorFlow initialises; the
     entry point calls this first.
     """
+    if strategy == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise RuntimeError("--strategy=multi_worker: set TF_CONFIG to the cluster and this worker's task, "
+                               'e.g. {"cluster": {"worker": ["host1:2222", "host2:2222"]}, '
+                               '"task": {"type": "worker", "index": 0}}')
+        return tf.distribute.MultiWorkerMirroredStrategy()
     # list_physical_devices does not initialise the runtime; list_logical_devices does.
     if tf.config.list_physical_devices("GPU"):
         names = [d.name for d in tf.config.list_logical_devices("GPU")][:num_devices or None]
@@ -81,17 +94,52 @@ def make_strategy(num_devices):
     return tf.distribute.MirroredStrategy(cpus)
 
 
-def load_or_prepare(prepare_config):
-    """The prepared dataset in `<workdir>/prepared`, made if missing or stale."""
+def worker_role(strategy):
+    """(is this process the chief, its name) under `strategy`; a single process is the chief."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True, "chief"
+    task_type, task_id = resolver.task_type, resolver.task_id
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief)
+    return chief, f"{task_type} {task_id}"
+
+
+def weights_digest(model):
+    """SHA-256 of every weight's bytes in order: equal digests mean bit-identical weights."""
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def load_or_prepare(prepare_config, chief=True, timeout_s=3600):
+    """The prepared dataset in `<workdir>/prepared`, made if missing or stale.
+
+    Other workers than the chief never prepare: they wait up to `timeout_s`
+    for the chief to write it (the workdir must be shared by all workers).
+    """
     directory = os.path.join(prepare_config.workdir, "prepared")
-    if os.path.isfile(os.path.join(directory, "manifest.json")):
-        dataset = dataset_lib.load(directory)
-        if dataset.info.get("prepare_config") == dataclasses.asdict(prepare_config):
+    manifest = os.path.join(directory, "manifest.json")
+    waited, started = False, time.monotonic()
+    while True:
+        if os.path.isfile(manifest):
+            dataset = dataset_lib.load(directory)
+            if dataset.info.get("prepare_config") == dataclasses.asdict(prepare_config):
+                return dataset
+            if chief:
+                print(f"data settings changed since {directory} was written: preparing again", flush=True)
+        if chief:
+            dataset, timings = prepare.prepare(prepare_config)
+            print(prepare.format_report(dataset, timings, {}), flush=True)
             return dataset
-        print(f"data settings changed since {directory} was written: preparing again", flush=True)
-    dataset, timings = prepare.prepare(prepare_config)
-    print(prepare.format_report(dataset, timings, {}), flush=True)
-    return dataset
+        if time.monotonic() - started > timeout_s:
+            raise RuntimeError(f"waited {timeout_s} s for the chief to prepare {directory}; is the workdir "
+                               "shared by all workers, and did the chief fail?")
+        if not waited:
+            print(f"waiting for the chief to prepare {directory}", flush=True)
+            waited = True
+        time.sleep(1)
 
 
 def split(num_images, task, train_fraction, seed):
@@ -136,7 +184,12 @@ class Trainer:
     def __init__(self, config, dataset, task, strategy):
         self.config, self.dataset, self.task, self.strategy = config, dataset, task, strategy
         self.dir = os.path.join(config.workdir, task)
-        os.makedirs(self.dir, exist_ok=True)
+        # Multi-worker: every worker computes and saves alike, but only the chief's files land in
+        # the (shared) workdir; the others save into a scratch directory removed at the end.
+        self.chief, self.role = worker_role(strategy)
+        if self.chief:
+            os.makedirs(self.dir, exist_ok=True)
+        self.scratch = None if self.chief else tempfile.mkdtemp(prefix="wsnn-worker-")
         replicas = strategy.num_replicas_in_sync
         if config.batch_size % (config.group_size * replicas):
             raise ValueError(f"--batch_size={config.batch_size}: each of the {replicas} replicas needs whole "
@@ -184,11 +237,15 @@ class Trainer:
             self.checkpoint = tf.train.Checkpoint(
                 model=self.model, stage1_optimizer=self.optimizers[0], stage2_optimizer=self.optimizers[1],
                 stage=self.stage, epoch=self.epoch, step_in_epoch=self.step_in_epoch)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.dir, "checkpoints"),
-                                                  max_to_keep=3)
-        self.writer = tf.summary.create_file_writer(os.path.join(config.workdir, "tensorboard", task))
+        self.checkpoint_dir = os.path.join(self.dir, "checkpoints")
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, self._output_dir("checkpoints"), max_to_keep=3 if self.chief else 1)
+        self.writer = (tf.summary.create_file_writer(os.path.join(config.workdir, "tensorboard", task))
+                       if self.chief else tf.summary.create_noop_writer())
+        self.candidates = None  # Z, once stage 1 has computed or a warm start has read it
         self._build_steps()
-        self.step_times = {1: [], 2: []}
+        self.step_times = {1: [], 2: []}  # (step seconds, of which building the batch) per step
+        self.bank_refresh_times = []
 
     def _dataset_channels(self):
         if self.dataset.image_array is not None:
@@ -274,6 +331,10 @@ class Trainer:
     def _epoch_order(self, epoch):
         return np.random.default_rng([self.config.seed, 0, epoch]).permutation(len(self.train_idx))
 
+    def _output_dir(self, name):
+        """Where this process writes `name`: the task directory (chief) or its scratch directory."""
+        return os.path.join(self.dir if self.chief else self.scratch, name)
+
     def _save(self):
         self.manager.save(checkpoint_number=self._global_step())
 
@@ -290,9 +351,10 @@ class Trainer:
         none starts stage 2 from `config.warm_start_from` (another run's
         phi_0), and only a run with neither trains stage 1.
         """
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-            print(f"[{self.task}] resuming from {self.manager.latest_checkpoint} (stage {int(self.stage)}, "
+        latest = tf.train.latest_checkpoint(self.checkpoint_dir)  # every worker resumes from the chief's
+        if latest:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            print(f"[{self.task}] resuming from {latest} (stage {int(self.stage)}, "
                   f"epoch {int(self.epoch) + 1}, step {int(self.step_in_epoch)})", flush=True)
         elif self.config.warm_start_from:
             self._warm_start(os.path.join(self.config.warm_start_from, self.task))
@@ -300,17 +362,30 @@ class Trainer:
             self._run_stage(1, self.config.stage1_epochs, self._stage1_batch)
             self._finish_stage1()
         if int(self.stage) == 2:
+            fast = self.config.neighbour_mode == "fast"
+            if self.candidates is None:
+                self.candidates = np.load(os.path.join(self.dir, "candidates.npy"))
             self.batches = neighbours.NeighbourBatches(
-                self.train_source, self.user_tags, np.load(os.path.join(self.dir, "candidates.npy")),
-                self.embed, self.config.batch_size, self.config.group_size, self.config.seed)
-            if int(self.epoch) == 0 and int(self.step_in_epoch) == 0:
+                self.train_source, self.user_tags, self.candidates,
+                self.embed, self.config.batch_size, self.config.group_size, self.config.seed,
+                bank=np.zeros((len(self.train_idx), self._feature_dim()), np.float32) if fast else None,
+                shortlist=min(self.config.shortlist, self.num_candidates))
+            if fast:
+                self._refresh_bank(int(self.epoch))
+            if self.chief and int(self.epoch) == 0 and int(self.step_in_epoch) == 0:
                 self._snapshot_neighbours(0)
             self._run_stage(2, self.config.stage2_epochs, self._stage2_batch)
             self.stage.assign(3)
             self.epoch.assign(0)
             self.step_in_epoch.assign(0)
             self._save()
-        return self._write_outputs()
+        digest = weights_digest(self.model)
+        print(f"[{self.task}] {self.role}: final weights sha256 {digest}", flush=True)
+        if not self.chief:
+            self.export(self._output_dir("export"), self.config.export_top_k)  # collective, as saving is
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            return None
+        return self._write_outputs(digest)
 
     def _warm_start(self, source):
         """Starts stage 2 from another run's phi_0 (same data, split and seed): its weights,
@@ -320,13 +395,13 @@ class Trainer:
         missing = [f for f in files if not os.path.isfile(os.path.join(source, f))]
         if missing:
             raise ValueError(f"--warm_start_from: {source} has no finished stage 1 ({', '.join(missing)} missing)")
-        candidates = np.load(os.path.join(source, "candidates.npy"))
+        candidates = self.candidates = np.load(os.path.join(source, "candidates.npy"))
         if len(candidates) != len(self.train_idx):
             raise ValueError(f"--warm_start_from: {source} has candidates for {len(candidates)} training "
                              f"images, this run has {len(self.train_idx)} (different data, split or seed)")
         tf.train.Checkpoint(model=self.model).read(os.path.join(source, "phi0", "ckpt")).expect_partial()
         for name in ("candidates.npy", "stage1_metrics.json", "phi0_features.npz"):
-            if os.path.isfile(os.path.join(source, name)):
+            if self.chief and os.path.isfile(os.path.join(source, name)):
                 shutil.copyfile(os.path.join(source, name), os.path.join(self.dir, name))
         print(f"[{self.task}] stage 2 starts from phi_0 of {source}", flush=True)
         self.stage.assign(2)
@@ -342,7 +417,22 @@ class Trainer:
 
     def _stage2_batch(self, epoch, step):
         self.batches.set_epoch(epoch)
+        every = self.config.bank_refresh_epochs
+        if self.batches.bank is not None and every and epoch - self.bank_epoch >= every:
+            self._refresh_bank(epoch)
         return self.batches[step]
+
+    def _feature_dim(self):
+        return self.embed(self.train_source.get([0])).shape[1]
+
+    def _refresh_bank(self, epoch):
+        """Fast neighbours: every training image into the bank with the current weights."""
+        started = time.perf_counter()
+        self.batches.refresh_bank()
+        self.bank_epoch = epoch
+        self.bank_refresh_times.append(time.perf_counter() - started)
+        print(f"[{self.task}] fast neighbours: embedded {len(self.batches.bank)} images into the bank in "
+              f"{self.bank_refresh_times[-1]:.1f} s", flush=True)
 
     def _run_stage(self, stage, epochs, next_batch):
         config, steps = self.config, self.steps_per_epoch
@@ -362,7 +452,7 @@ class Trainer:
                 if not all(math.isfinite(v) for v in values.values()):
                     raise NonFiniteLossError(
                         f"[{self.task}] non-finite loss {values} at stage {stage}, step {self._global_step() + 1}; "
-                        f"the last good checkpoint is {self.manager.latest_checkpoint}")
+                        f"the last good checkpoint is {tf.train.latest_checkpoint(self.checkpoint_dir)}")
                 self.step_times[stage].append((elapsed, t1 - t0))
                 self.step_in_epoch.assign_add(1)
                 done_here += 1
@@ -405,6 +495,8 @@ class Trainer:
         io_utils.write_json(path, snapshots)
 
     def _epoch_end(self, stage, epoch):
+        if not self.chief:
+            return
         if stage == 2:
             self._snapshot_neighbours(epoch + 1)
         global_step = self._global_step()
@@ -439,27 +531,28 @@ class Trainer:
 
     def _finish_stage1(self):
         """phi_0's metrics and the candidates Z, written before the checkpoint moves to stage 2."""
-        scores = self.evaluate()
-        io_utils.write_json(os.path.join(self.dir, "stage1_metrics.json"), {"Multi-CNN": scores})
+        if self.chief:
+            io_utils.write_json(os.path.join(self.dir, "stage1_metrics.json"), {"Multi-CNN": self.evaluate()})
         print(f"[{self.task}] computing {self.num_candidates} candidates for {len(self.train_idx)} images",
               flush=True)
         train_features = self.features(self.train_source)
-        if self.config.save_stage1_features:
+        if self.chief and self.config.save_stage1_features:
             buffer = io.BytesIO()
             np.savez(buffer, train=train_features.astype(np.float32),
                      eval=self.features(self.eval_source).astype(np.float32),
                      eval_tag_probs=self.predict(self.eval_source).astype(np.float32))
             io_utils.write_bytes(os.path.join(self.dir, "phi0_features.npz"), buffer.getvalue())
-        candidates = neighbours.nearest_candidates(train_features, self.num_candidates)
+        self.candidates = neighbours.nearest_candidates(train_features, self.num_candidates)
         # phi_0's weights alone, for runs that start stage 2 from it (--warm_start_from).
-        tf.train.Checkpoint(model=self.model).write(os.path.join(self.dir, "phi0", "ckpt"))
-        _atomic_npy(os.path.join(self.dir, "candidates.npy"), candidates)
+        tf.train.Checkpoint(model=self.model).write(os.path.join(self._output_dir("phi0"), "ckpt"))
+        if self.chief:
+            _atomic_npy(os.path.join(self.dir, "candidates.npy"), self.candidates)
         self.stage.assign(2)
         self.epoch.assign(0)
         self.step_in_epoch.assign(0)
         self._save()
 
-    def _write_outputs(self):
+    def _write_outputs(self, digest):
         refined = self.predict(self.train_source)
         buffer = io.BytesIO()
         np.savez(buffer, ids=np.array(self.train_set.ids), tag_names=np.array(self.dataset.tag_names),
@@ -492,6 +585,7 @@ class Trainer:
             "train_images": len(self.train_idx),
             "eval_images": len(self.eval_idx),
             "timing_this_process": timing,
+            "weights_sha256": digest,
         }
         export_dir = os.path.join(self.config.export_dir, self.task) if self.config.export_dir else (
             os.path.join(self.dir, "export"))
@@ -523,16 +617,24 @@ def format_table(results):
 
 
 def run(config, prepare_config, flag_values=None):
-    """Prepares the data and trains every task of `config`; returns {task: metrics.json dict}."""
-    strategy = make_strategy(config.num_devices)
-    print(f"{strategy.num_replicas_in_sync} replica(s): "
+    """Prepares the data and trains every task of `config`.
+
+    Returns:
+      {task: metrics.json dict}; under --strategy=multi_worker, only the chief
+      has them (the other workers' values are None).
+    """
+    strategy = make_strategy(config.num_devices, config.strategy)
+    chief, role = worker_role(strategy)
+    print(f"{strategy.num_replicas_in_sync} replica(s) in sync; this process ({role}): "
           f"{', '.join(d for d in strategy.extended.worker_devices)}", flush=True)
-    dataset = load_or_prepare(prepare_config)
+    dataset = load_or_prepare(prepare_config, chief)
     tasks = ("annotation", "refinement") if config.task == "both" else (config.task,)
     results = {}
     for task in tasks:
         trainer = Trainer(config, dataset, task, strategy)
-        config_lib.write_config(config, trainer.dir, flag_values)
-        io_utils.write_json(os.path.join(trainer.dir, "prepare_config.json"), dataclasses.asdict(prepare_config))
+        if chief:
+            config_lib.write_config(config, trainer.dir, flag_values)
+            io_utils.write_json(os.path.join(trainer.dir, "prepare_config.json"),
+                                dataclasses.asdict(prepare_config))
         results[task] = trainer.run()
     return results

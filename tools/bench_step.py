@@ -1,0 +1,148 @@
+"""Stage-2 step cost, neighbour agreement and final mAP: exact against fast neighbours; prints JSON.
+
+    .venv/bin/python tools/bench_step.py --flagfile=flags/fashion_tags.cfg --workdir=/tmp/bench_step
+
+Takes every training flag (the flagfile's settings are the experiment) plus
+the few below. For each task it runs, on one strategy in one process:
+
+  exact       stage 1 (phi_0, the plain Multi-CNN step), then stage 2 with
+              exact Algorithm 1 (`--neighbour_mode=exact`);
+  exact_again stage 2 once more from the same phi_0 (`--warm_start_from`):
+              how far two exact runs differ (TensorFlow's CPU kernels are
+              not bit-reproducible), the yardstick for the mAP gap;
+  fast_k      stage 2 from the same phi_0 with `--neighbour_mode=fast
+              --shortlist=k`, for each k of --shortlists. Every
+              --overlap_every_steps-th step also builds the exact batch with
+              the same weights and records the recall of its m-1 neighbours
+              in the fast batch; those steps are left out of the timings.
+
+Step time is the whole outer step (building the batch plus the distributed
+train step); ratios divide a stage-2 median by the stage-1 median. The fast
+mode's amortised ratio adds its whole-bank embeddings (at the start and every
+--bank_refresh_epochs) spread over its steps. Targets (issue 7): fast step at
+most 1.3x the stage-1 step, recall at least 0.9, mAP within 0.005 of exact.
+Writes the JSON to <workdir>/bench_step.json too.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from absl import app, flags, logging
+
+from wsnn import config as config_lib
+from wsnn import io_utils, prepare
+
+flags.DEFINE_list("shortlists", ["0", "16"], "Fast-mode shortlist sizes to measure.")
+flags.DEFINE_integer("overlap_every_steps", 5, "Measure the recall against exact batches every this many steps.")
+FLAGS = flags.FLAGS
+
+
+def _summary(trainer, skip=()):
+    """Median and mean step seconds of stage 2 (steps in `skip` left out)."""
+    times = [t for i, (t, _) in enumerate(trainer.step_times[2]) if i not in skip]
+    batch = [b for i, (_, b) in enumerate(trainer.step_times[2]) if i not in skip]
+    return {"step_s_median": float(np.median(times)), "step_s_mean": float(np.mean(times)),
+            "batch_s_median": float(np.median(batch)), "steps_timed": len(times)}
+
+
+def _run(config, dataset, task, strategy, overlap_every=0):
+    """Trains one task; with overlap_every, measures the fast batches against exact ones."""
+    from wsnn import neighbours, train_lib
+
+    trainer = train_lib.Trainer(config, dataset, task, strategy)
+    recalls, measured = [], set()
+    if overlap_every:
+        build = trainer._stage2_batch
+
+        def measuring(epoch, step):
+            batch = build(epoch, step)
+            if step % overlap_every == 0:
+                exact = neighbours.NeighbourBatches(
+                    trainer.train_source, trainer.user_tags, trainer.batches.candidates, trainer.embed,
+                    config.batch_size, config.group_size, config.seed, epoch=epoch)
+                recalls.append(neighbours.neighbour_recall(batch[2], exact.group_indices(step), config.group_size))
+                measured.add(len(trainer.step_times[2]))  # the index this step's time will get
+            return batch
+
+        trainer._stage2_batch = measuring
+    started = time.perf_counter()
+    summary = trainer.run()
+    result = {"mAP": summary["metrics"]["Ours"]["mAP"], "wall_s": time.perf_counter() - started}
+    result.update(_summary(trainer, measured))
+    if recalls:
+        result["recall"] = float(np.mean(recalls))
+        result["recall_min"] = float(np.min(recalls))
+        result["recall_batches"] = len(recalls)
+    if trainer.bank_refresh_times:
+        result["bank_refresh_s"] = float(np.sum(trainer.bank_refresh_times))
+    return trainer, result
+
+
+def _task(config, dataset, task, strategy):
+    root = config.workdir
+    exact_config = dataclasses.replace(config, workdir=os.path.join(root, "exact"), neighbour_mode="exact",
+                                       shortlist=0, task=task)
+    trainer, exact = _run(exact_config, dataset, task, strategy)
+    stage1 = float(np.median([t for t, _ in trainer.step_times[1]]))
+    phi0 = exact_config.workdir
+    _, again = _run(dataclasses.replace(exact_config, workdir=os.path.join(root, "exact_again"),
+                                        warm_start_from=phi0), dataset, task, strategy)
+    out = {"train_images": len(trainer.train_idx), "stage2_steps": len(trainer.step_times[2]),
+           "stage1_step_s_median": stage1,
+           "exact": dict(exact, ratio=exact["step_s_median"] / stage1),
+           "exact_again": dict(again, ratio=again["step_s_median"] / stage1,
+                               mAP_minus_exact=again["mAP"] - exact["mAP"]),
+           "fast": []}
+    for k in (int(v) for v in FLAGS.shortlists):
+        fast_config = dataclasses.replace(config, workdir=os.path.join(root, f"fast_{k}"), task=task,
+                                          neighbour_mode="fast", shortlist=k, warm_start_from=phi0)
+        _, fast = _run(fast_config, dataset, task, strategy, FLAGS.overlap_every_steps)
+        steps = fast["steps_timed"]
+        amortised = (fast["step_s_mean"] * steps + fast["bank_refresh_s"]) / steps
+        fast.update(shortlist=k, ratio=fast["step_s_median"] / stage1, ratio_amortised=amortised / stage1,
+                    mAP_minus_exact=fast["mAP"] - exact["mAP"])
+        fast["meets_targets"] = bool(fast["ratio_amortised"] <= 1.3 and fast["recall"] >= 0.9
+                                     and abs(fast["mAP_minus_exact"]) <= 0.005)
+        out["fast"].append(fast)
+    return out
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        config = config_lib.from_flags(config_lib.TrainConfig)
+        prepare_config = config_lib.from_flags(prepare.PrepareConfig, workdir=config.workdir, seed=config.seed)
+        shortlists = [int(v) for v in FLAGS.shortlists]
+    except ValueError as e:
+        print(f"bench_step: config error: {e}", file=sys.stderr)
+        return 2
+    from wsnn import train_lib
+
+    logging.set_verbosity(logging.WARNING)
+    strategy = train_lib.make_strategy(config.num_devices)
+    dataset = train_lib.load_or_prepare(prepare_config)
+    tasks = ("annotation", "refinement") if config.task == "both" else (config.task,)
+    report = {"settings": {"num_images": dataset.num_images, "backbone": config.backbone,
+                           "batch_size": config.batch_size, "group_size": config.group_size,
+                           "num_candidates": config.num_candidates, "stage1_epochs": config.stage1_epochs,
+                           "stage2_epochs": config.stage2_epochs, "shortlists": shortlists,
+                           "bank_refresh_epochs": config.bank_refresh_epochs,
+                           "replicas": strategy.num_replicas_in_sync, "cpu_count": os.cpu_count()},
+              "targets": {"fast_ratio_max": 1.3, "recall_min": 0.9, "mAP_gap_max": 0.005}}
+    for task in tasks:
+        report[task] = _task(config, dataset, task, strategy)
+    text = json.dumps(report, indent=2)
+    io_utils.write_text(os.path.join(config.workdir, "bench_step.json"), text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    config_lib.define_flags(config_lib.TrainConfig)
+    config_lib.define_flags(prepare.PrepareConfig, skip=("workdir", "seed"))
+    app.run(main)
