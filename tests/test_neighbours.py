@@ -11,7 +11,7 @@ import scipy.sparse
 
 from wsnn.data.dataset import from_tag_lists
 from wsnn.data.pipeline import ImageSource
-from wsnn.neighbours import NeighbourBatches, nearest_candidates, neighbour_recall
+from wsnn.neighbours import NeighbourBatches, nearest_candidates, neighbour_recall, reduce_dimensions
 
 N, SIZE, M = 40, 4, 10
 
@@ -235,21 +235,18 @@ def test_construction_checks():
 # --- the fast mode (embedding bank) ------------------------------------------
 
 def _ref_fast_batch(bank, current, candidates, anchors, m, shortlist):
-    """NumPy reference of one fast-mode batch; updates `bank` like the code should.
+    """NumPy reference of one fast-mode batch.
 
-    Anchors get their current rows; with a shortlist, the `shortlist`
-    candidates nearest in the bank get theirs too and decide alone.
+    Without a shortlist the bank alone ranks; with one, the `shortlist`
+    candidates nearest in the bank are ranked again by current features.
     """
-    bank[anchors] = current[anchors]
-    lists = [candidates[anchor] for anchor in anchors]
-    if shortlist:  # all anchors rank against the same bank, then the short lists are embedded
-        lists = [z[np.sort(np.argsort(((bank[z] - bank[anchor]) ** 2).sum(-1), kind="stable")[:shortlist])]
-                 for anchor, z in zip(anchors, lists)]
-        for z in lists:
-            bank[z] = current[z]
     groups = []
-    for anchor, z in zip(anchors, lists):
-        distances = ((bank[z] - bank[anchor]) ** 2).sum(-1)
+    for anchor in anchors:
+        z, features = candidates[anchor], bank
+        if shortlist:
+            order = np.argsort(((bank[z] - bank[anchor]) ** 2).sum(-1), kind="stable")
+            z, features = z[np.sort(order[:shortlist])], current
+        distances = ((features[z] - features[anchor]) ** 2).sum(-1)
         groups.append(np.concatenate([[anchor], z[np.argsort(distances, kind="stable")[:m - 1]]]))
     return np.concatenate(groups)
 
@@ -262,17 +259,18 @@ def test_fast_mode_matches_numpy_reference_with_a_stale_bank(shortlist):
     stale, current = pixels[:, 0:1].copy(), pixels[:, 1:2]
     candidates = nearest_candidates(stale, M)
     batches, _ = _batches(dataset, _linear(_pixel_weights(1)), candidates, bank=stale, shortlist=shortlist)
-    bank = stale.copy()
+    exact, _ = _batches(dataset, _linear(_pixel_weights(1)), candidates)
+    differs = 0
     for i in range(len(batches)):
         anchors = batches.anchor_order[(i * 3 + np.arange(3)) % N]
-        expected = _ref_fast_batch(bank, current, candidates, anchors, 4, shortlist)
+        expected = _ref_fast_batch(stale, current, candidates, anchors, 4, shortlist)
         images, user_tags, indices = batches[i]
         np.testing.assert_array_equal(indices, expected)
         np.testing.assert_array_equal(images[..., 0], dataset.image_array[indices])
         np.testing.assert_array_equal(user_tags, dataset.user_tags.toarray()[indices])
-        np.testing.assert_array_equal(batches.bank, bank)
-    # One epoch made every anchor row current.
-    np.testing.assert_array_equal(batches.bank, current)
+        differs += not np.array_equal(indices, exact.group_indices(i))
+    np.testing.assert_array_equal(batches.bank, stale)  # selection never writes the bank
+    assert differs  # a stale bank does change the groups
 
 
 def test_fast_mode_with_a_current_bank_or_full_shortlist_is_exact():
@@ -297,7 +295,7 @@ def test_fast_mode_with_a_current_bank_or_full_shortlist_is_exact():
     assert not stale_bank.any()  # the bank passed in is copied
 
 
-def test_fast_mode_embeds_only_anchors_and_shortlist():
+def test_fast_mode_embeds_only_the_shortlist_and_its_anchors():
     calls = []
     linear = _linear(np.ones((SIZE * SIZE, 2), np.float32))
 
@@ -309,11 +307,11 @@ def test_fast_mode_embeds_only_anchors_and_shortlist():
     batches, _ = _batches(_dataset(), embed, bank=bank)
     calls.clear()
     batches[0]
-    assert calls == [3]  # the 3 anchors
+    assert calls == [] and batches.images_embedded == 0
     batches, _ = _batches(_dataset(), embed, bank=bank, shortlist=5)
     calls.clear()
     batches[0]
-    assert sum(calls) <= 3 + 3 * 5
+    assert 5 < sum(calls) <= 3 + 3 * 5 and batches.images_embedded == sum(calls)
 
 
 def test_fast_mode_checks():
@@ -337,3 +335,55 @@ def test_neighbour_recall():
     assert neighbour_recall([0, 3, 1, 9, 10, 4, 5, 6], reference, 4) == pytest.approx((2 / 3 + 0) / 2)
     with pytest.raises(ValueError, match="different anchors"):
         neighbour_recall([1, 0, 2, 3, 10, 11, 12, 13], reference, 4)
+
+
+def test_nearest_candidates_of_some_rows_match_those_rows_of_all():
+    features = np.random.default_rng(3).normal(size=(60, 5)).astype(np.float32)
+    every = nearest_candidates(features, 7)
+    rows = np.array([59, 3, 17, 3])
+    np.testing.assert_array_equal(nearest_candidates(features, 7, chunk_size=3, rows=rows), every[rows])
+    with pytest.raises(ValueError, match="rows"):
+        nearest_candidates(features, 7, rows=[60])
+
+
+def test_reduce_dimensions_keeps_candidates_of_low_rank_features():
+    # 400 points on a random 6-dimensional affine subspace of R^64: projecting on
+    # 6 components keeps every distance, so the candidates are the same.
+    rng = np.random.default_rng(4)
+    features = (rng.normal(size=(400, 6)) @ rng.normal(size=(6, 64)) + rng.normal(size=64)).astype(np.float32)
+    reduced = reduce_dimensions(features, 6, fit_sample=150)
+    assert reduced.shape == (400, 6) and reduced.dtype == np.float32
+    np.testing.assert_array_equal(nearest_candidates(reduced, 10), nearest_candidates(features, 10))
+    # Too few components: the ranking changes.
+    assert not np.array_equal(nearest_candidates(reduce_dimensions(features, 2), 10), nearest_candidates(features, 10))
+    assert reduce_dimensions(features, 64).shape == (400, 64)  # d <= dims: unchanged
+
+
+def test_extrapolated_bank_follows_a_linear_drift():
+    # Weights moving linearly in time: W(t) = W0 + t D. Refreshes at steps 0 and 10 give
+    # the drift; at step 15 the extrapolated bank (c=1) is exactly the features under W(15).
+    dataset = _dataset()
+    rng = np.random.default_rng(5)
+    w0 = rng.normal(size=(SIZE * SIZE, 3)).astype(np.float32)
+    drift = rng.normal(size=(SIZE * SIZE, 3)).astype(np.float32) / 10
+    weights = w0.copy()
+    embed = _linear(weights)
+    candidates = nearest_candidates(dataset.image_array.reshape(N, -1), M)
+    fast = {c: _batches(dataset, embed, candidates, bank=np.zeros((N, 3)), extrapolation=c)[0] for c in (0.0, 1.0)}
+    for step in (0, 10):
+        weights[...] = w0 + step * drift
+        for batches in fast.values():
+            batches.refresh_bank(step)
+    weights[...] = w0 + 15 * drift
+    exact, _ = _batches(dataset, embed, candidates)
+    stale_differs = 0
+    for i in range(len(exact)):
+        expected = exact.group_indices(i)
+        for batches in fast.values():
+            batches.set_step(15)
+        np.testing.assert_array_equal(fast[1.0].group_indices(i), expected)
+        stale_differs += not np.array_equal(fast[0.0].group_indices(i), expected)
+    assert stale_differs
+    assert fast[0.0].drift is None and fast[1.0].bank_step == 10
+    with pytest.raises(ValueError, match="extrapolation"):
+        _batches(dataset, embed, candidates, bank=np.zeros((N, 3)), extrapolation=-1)

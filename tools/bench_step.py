@@ -10,18 +10,20 @@ the few below. For each task it runs, on one strategy in one process:
   exact_again stage 2 once more from the same phi_0 (`--warm_start_from`):
               how far two exact runs differ (TensorFlow's CPU kernels are
               not bit-reproducible), the yardstick for the mAP gap;
-  fast_k      stage 2 from the same phi_0 with `--neighbour_mode=fast
-              --shortlist=k`, for each k of --shortlists. Every
-              --overlap_every_steps-th step also builds the exact batch with
-              the same weights and records the recall of its m-1 neighbours
-              in the fast batch; those steps are left out of the timings.
+  fast_k_r_c  stage 2 from the same phi_0 with `--neighbour_mode=fast
+              --shortlist=k --bank_refresh_steps=r --bank_extrapolation=c`,
+              for each "k/r/c" of --fast_variants. Every --overlap_every_steps-th step also
+              builds the exact batch with the same weights and records the
+              recall of its m-1 neighbours in the fast batch; those steps
+              are left out of the timings.
 
 Step time is the whole outer step (building the batch plus the distributed
 train step); ratios divide a stage-2 median by the stage-1 median. The fast
-mode's amortised ratio adds its whole-bank embeddings (at the start and every
---bank_refresh_epochs) spread over its steps. Targets (issue 7): fast step at
-most 1.3x the stage-1 step, recall at least 0.9, mAP within 0.005 of exact.
-Writes the JSON to <workdir>/bench_step.json too.
+mode's amortised ratio adds the time of its whole-bank embeddings (at the
+start and every r steps) spread over its steps. images_embedded_per_step
+counts the forward passes spent on choosing neighbours (refreshes included).
+Targets: fast step at most 1.3x the stage-1 step, recall at least 0.9, mAP
+within 0.005 of exact. Writes the JSON to <workdir>/bench_step.json too.
 """
 
 import dataclasses
@@ -36,17 +38,22 @@ from absl import app, flags, logging
 from wsnn import config as config_lib
 from wsnn import io_utils, prepare
 
-flags.DEFINE_list("shortlists", ["0", "16"], "Fast-mode shortlist sizes to measure.")
+flags.DEFINE_list("fast_variants", ["0/0/0", "0/0/0.5", "16/0/0.5"],
+                  "Fast-mode settings to measure, each shortlist/bank_refresh_steps/bank_extrapolation.")
 flags.DEFINE_integer("overlap_every_steps", 5, "Measure the recall against exact batches every this many steps.")
 FLAGS = flags.FLAGS
 
 
 def _summary(trainer, skip=()):
-    """Median and mean step seconds of stage 2 (steps in `skip` left out)."""
+    """Stage-2 step seconds (steps in `skip` left out) and neighbour-choosing forward passes."""
     times = [t for i, (t, _) in enumerate(trainer.step_times[2]) if i not in skip]
     batch = [b for i, (_, b) in enumerate(trainer.step_times[2]) if i not in skip]
-    return {"step_s_median": float(np.median(times)), "step_s_mean": float(np.mean(times)),
-            "batch_s_median": float(np.median(batch)), "steps_timed": len(times)}
+    steps = len(trainer.step_times[2])
+    refreshes = len(trainer.bank_refresh_times)
+    embedded = trainer.batches.images_embedded  # refreshes included
+    return {"step_s_median": float(np.median(times)), "batch_s_median": float(np.median(batch)),
+            "steps_timed": len(times), "images_embedded_per_step": embedded / steps,
+            "bank_refreshes": refreshes, "bank_refresh_s_per_step": float(np.sum(trainer.bank_refresh_times)) / steps}
 
 
 def _run(config, dataset, task, strategy, overlap_every=0):
@@ -77,9 +84,15 @@ def _run(config, dataset, task, strategy, overlap_every=0):
         result["recall"] = float(np.mean(recalls))
         result["recall_min"] = float(np.min(recalls))
         result["recall_batches"] = len(recalls)
-    if trainer.bank_refresh_times:
-        result["bank_refresh_s"] = float(np.sum(trainer.bank_refresh_times))
     return trainer, result
+
+
+def _variants():
+    variants = [v.split("/") for v in FLAGS.fast_variants]
+    if any(len(v) != 3 for v in variants):
+        raise ValueError(f"--fast_variants={','.join(FLAGS.fast_variants)}: each must be "
+                         "shortlist/refresh_steps/extrapolation")
+    return [(int(k), int(r), float(c)) for k, r, c in variants]
 
 
 def _task(config, dataset, task, strategy):
@@ -97,14 +110,14 @@ def _task(config, dataset, task, strategy):
            "exact_again": dict(again, ratio=again["step_s_median"] / stage1,
                                mAP_minus_exact=again["mAP"] - exact["mAP"]),
            "fast": []}
-    for k in (int(v) for v in FLAGS.shortlists):
-        fast_config = dataclasses.replace(config, workdir=os.path.join(root, f"fast_{k}"), task=task,
-                                          neighbour_mode="fast", shortlist=k, warm_start_from=phi0)
+    for k, r, c in _variants():
+        fast_config = dataclasses.replace(config, workdir=os.path.join(root, f"fast_{k}_{r}_{c:g}"), task=task,
+                                          neighbour_mode="fast", shortlist=k, bank_refresh_steps=r,
+                                          bank_extrapolation=c, warm_start_from=phi0)
         _, fast = _run(fast_config, dataset, task, strategy, FLAGS.overlap_every_steps)
-        steps = fast["steps_timed"]
-        amortised = (fast["step_s_mean"] * steps + fast["bank_refresh_s"]) / steps
-        fast.update(shortlist=k, ratio=fast["step_s_median"] / stage1, ratio_amortised=amortised / stage1,
-                    mAP_minus_exact=fast["mAP"] - exact["mAP"])
+        amortised = fast["step_s_median"] + fast["bank_refresh_s_per_step"]
+        fast.update(shortlist=k, bank_refresh_steps=r, bank_extrapolation=c, ratio=fast["step_s_median"] / stage1,
+                    ratio_amortised=amortised / stage1, mAP_minus_exact=fast["mAP"] - exact["mAP"])
         fast["meets_targets"] = bool(fast["ratio_amortised"] <= 1.3 and fast["recall"] >= 0.9
                                      and abs(fast["mAP_minus_exact"]) <= 0.005)
         out["fast"].append(fast)
@@ -117,7 +130,7 @@ def main(argv):
     try:
         config = config_lib.from_flags(config_lib.TrainConfig)
         prepare_config = config_lib.from_flags(prepare.PrepareConfig, workdir=config.workdir, seed=config.seed)
-        shortlists = [int(v) for v in FLAGS.shortlists]
+        variants = _variants()
     except ValueError as e:
         print(f"bench_step: config error: {e}", file=sys.stderr)
         return 2
@@ -130,8 +143,7 @@ def main(argv):
     report = {"settings": {"num_images": dataset.num_images, "backbone": config.backbone,
                            "batch_size": config.batch_size, "group_size": config.group_size,
                            "num_candidates": config.num_candidates, "stage1_epochs": config.stage1_epochs,
-                           "stage2_epochs": config.stage2_epochs, "shortlists": shortlists,
-                           "bank_refresh_epochs": config.bank_refresh_epochs,
+                           "stage2_epochs": config.stage2_epochs, "fast_variants": variants,
                            "replicas": strategy.num_replicas_in_sync, "cpu_count": os.cpu_count()},
               "targets": {"fast_ratio_max": 1.3, "recall_min": 0.9, "mAP_gap_max": 0.005}}
     for task in tasks:

@@ -92,13 +92,19 @@ class TrainConfig:
     lambda_vis: float = field(1.0, "Weight of L_vis (1 in eq. 1; 0 only for ablations).")
     lambda1: float = field(1.0, "Weight of L_sem (eq. 1).")
     lambda2: float = field(1.0, "Weight of L_err (eq. 1).")
+    candidate_dims: int = field(0, "Search the M candidates in the first this many principal components of "
+                                   "phi_0's features (0: the full features); cuts the search cost by "
+                                   "dims/d at large N (tools/bench_search.py measures its recall).")
     neighbour_mode: str = field("exact", "Stage-2 neighbours: exact (Algorithm 1: embed every anchor's M "
                                          "candidates each step) or fast (rank them against an embedding "
                                          "bank; see wsnn.neighbours).")
     shortlist: int = field(0, "Fast mode: candidates per anchor embedded anew after ranking against the "
                               "bank (0: the bank alone; else m-1 <= k, capped at M).")
-    bank_refresh_epochs: int = field(0, "Fast mode: embed every training image into the bank again every "
-                                        "this many stage-2 epochs (0: only when stage 2 starts or resumes).")
+    bank_refresh_steps: int = field(0, "Fast mode: embed every training image into the bank again every "
+                                       "this many stage-2 steps (0: once per epoch), and when stage 2 "
+                                       "starts or resumes.")
+    bank_extrapolation: float = field(0.5, "Fast mode: read each bank row as row + c * age * drift, the "
+                                           "drift per step from the last two refreshes (0: as stored).")
     alpha: float = field(1.0, "Weight of the WordNet distance in the tag similarity (eq. 4).")
     similarity_measure: str = field("lin", f"WordNet IC similarity: {', '.join(MEASURES)}.")
     ic_file: str = field("", "NLTK information-content file; default: WordNet's SemCor counts.")
@@ -134,8 +140,12 @@ class TrainConfig:
             fail("neighbour_mode", f"must be one of {', '.join(NEIGHBOUR_MODES)}")
         if self.shortlist and (self.neighbour_mode != "fast" or self.shortlist < self.group_size - 1):
             fail("shortlist", f"needs --neighbour_mode=fast and >= group_size - 1 = {self.group_size - 1} (or 0)")
-        if self.bank_refresh_epochs < 0:
-            fail("bank_refresh_epochs", "must be >= 0")
+        if self.candidate_dims < 0:
+            fail("candidate_dims", "must be >= 0")
+        if not self.bank_extrapolation >= 0:
+            fail("bank_extrapolation", "must be >= 0")
+        if self.bank_refresh_steps < 0:
+            fail("bank_refresh_steps", "must be >= 0")
         if self.similarity_measure not in MEASURES:
             fail("similarity_measure", f"must be one of {', '.join(MEASURES)}")
         if not 0 < self.train_fraction < 1:

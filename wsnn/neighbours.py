@@ -11,21 +11,25 @@ and concatenate the s/m groups of m images into one batch of s.
 Batch layout (what `wsnn.losses` expects): s/m consecutive groups of m rows;
 row 0 of each group is the anchor, rows 1..m-1 its neighbours, nearest first.
 
-Exact Algorithm 1 embeds s/m * (M+1) images per step (4,608 at the paper's
+Exact Algorithm 1 embeds s/m * (M+1) images per step (4,104 at the paper's
 s=64, m=8, M=512): far more forward work than the step itself. The fast mode
-(``bank`` given) keeps an embedding bank, one feature row per training image
-as of its last embedding, and ranks each anchor's candidates against it:
+(``bank`` given) ranks each anchor's candidates against an embedding bank,
+one feature row per training image, all computed with the same (older)
+weights; the caller re-embeds the whole bank every so often
+(`refresh_bank`). With ``shortlist`` k > 0, the anchor and its k candidates
+nearest in the bank are embedded with the current network and the m-1
+nearest among them are chosen from those current features, as in the exact
+mode. The cost is s/m * (k+1) embeddings per step (none for k=0) plus N per
+refresh, whatever M is. With ``extrapolation`` c > 0, each row is read as
+bank + c * age * drift, the drift per step being the difference between the
+last two refreshes: features move smoothly under SGD, and this first-order
+guess of where they are now agrees better with the exact choice than the
+stored rows (at the cost of a second N x d array).
 
-  * every step embeds its s/m anchors with the current network and writes
-    them into the bank; since every image is an anchor once per epoch, every
-    row is at most one epoch old; the m-1 candidates nearest to the fresh
-    anchor row in the bank are chosen;
-  * with ``shortlist`` k > 0, the k candidates nearest in the bank are
-    embedded now too (and written back), and the m-1 nearest among them are
-    chosen with current features only, as in the exact mode;
-  * the caller may re-embed the whole bank (`refresh_bank`) at any time.
-
-The cost is s/m * (k+1) embeddings per step instead of s/m * (M+1).
+Rows are never written back one by one: when the network drifts, rows of
+different ages are not comparable (a freshly embedded anchor against
+candidates embedded a hundred steps earlier ranks worse than an anchor and
+candidates that are all that old; measured in BUILD_NOTES.md).
 """
 
 import math
@@ -34,7 +38,7 @@ import keras
 import numpy as np
 import scipy.sparse
 
-__all__ = ["nearest_candidates", "NeighbourBatches", "neighbour_recall"]
+__all__ = ["nearest_candidates", "reduce_dimensions", "NeighbourBatches", "neighbour_recall"]
 
 
 def _smallest(distances, count):
@@ -56,23 +60,28 @@ def _smallest(distances, count):
     return np.take_along_axis(columns, order, axis=1)
 
 
-def nearest_candidates(features, num_candidates, chunk_size=2048, progress=None):
+def nearest_candidates(features, num_candidates, chunk_size=2048, progress=None, rows=None):
     """The candidate sets Z: each image's M nearest other images.
 
     Exact Euclidean search, ``||q||^2 + ||x||^2 - 2 q.x`` in float32, over
     chunks of query rows so that memory is O(chunk_size * N) (about
-    9 * chunk_size * N bytes at the peak), never N x N.
+    9 * chunk_size * N bytes at the peak), never N x N. The cost is
+    2 N^2 d multiply-adds: at N=200,000 and d=4,096 about an hour on two
+    CPU cores (tools/bench_search.py); `reduce_dimensions` first cuts d.
 
     Args:
       features: N x d array, the phi_0 features of the N images.
       num_candidates: M, the candidates per image; 1 <= M < N.
       chunk_size: query rows per chunk.
       progress: optional callable(done, total) called after each chunk with
-        the number of rows done so far and N.
+        the number of query rows done so far and their count.
+      rows: optional indices of the query images (default: all N), e.g. a
+        sample to time or a worker's share.
 
     Returns:
-      int32 array N x M; row i lists the other images nearest to image i,
-      nearest first, ties by lower index. Image i itself is never in row i.
+      int32 array (N or len(rows)) x M; the row of image i lists the other
+      images nearest to it, nearest first, ties by lower index. Image i itself
+      is never in its row.
 
     Raises:
       ValueError: features not 2-D or not finite, or M not in [1, N).
@@ -88,20 +97,46 @@ def nearest_candidates(features, num_candidates, chunk_size=2048, progress=None)
     if not np.all(np.isfinite(features)):
         raise ValueError("features contain NaN or Inf")
     num_candidates, chunk_size = int(num_candidates), int(chunk_size)
+    rows = np.arange(n) if rows is None else np.asarray(rows, np.int64).reshape(-1)
+    if len(rows) and (rows.min() < 0 or rows.max() >= n):
+        raise ValueError(f"rows must be image indices in [0, {n})")
     squared_norms = np.einsum("ij,ij->i", features, features)
-    candidates = np.empty((n, num_candidates), np.int32)
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        queries = features[start:stop]
-        distances = queries @ features.T
+    candidates = np.empty((len(rows), num_candidates), np.int32)
+    for start in range(0, len(rows), chunk_size):
+        chunk = rows[start:start + chunk_size]
+        distances = features[chunk] @ features.T
         distances *= -2.0
-        distances += squared_norms[start:stop, np.newaxis]
+        distances += squared_norms[chunk, np.newaxis]
         distances += squared_norms[np.newaxis, :]
-        distances[np.arange(stop - start), np.arange(start, stop)] = np.inf  # not its own neighbour
-        candidates[start:stop] = _smallest(distances, num_candidates)
+        distances[np.arange(len(chunk)), chunk] = np.inf  # not its own neighbour
+        candidates[start:start + len(chunk)] = _smallest(distances, num_candidates)
         if progress is not None:
-            progress(stop, n)
+            progress(start + len(chunk), len(rows))
     return candidates
+
+
+def reduce_dimensions(features, dims, seed=0, fit_sample=20000):
+    """Projects N x d features on their first `dims` principal components (float32).
+
+    For candidate search at scale: distances in the projection approximate
+    the original ones (exactly when the features lie in a `dims`-dimensional
+    affine subspace), at dims/d of the search cost. The components are
+    fitted (randomised SVD) on at most `fit_sample` rows drawn with `seed`.
+    Features with d <= dims are returned unchanged.
+    """
+    from sklearn.decomposition import PCA
+
+    features = np.asarray(features, np.float32)
+    if int(dims) != dims or dims < 1:
+        raise ValueError(f"dims must be a positive integer, got {dims!r}")
+    if features.shape[1] <= dims:
+        return features
+    rng = np.random.default_rng(seed)
+    sample = features if len(features) <= fit_sample else features[np.sort(rng.choice(len(features), fit_sample,
+                                                                                       replace=False))]
+    pca = PCA(n_components=min(int(dims), len(sample)), svd_solver="randomized", random_state=seed).fit(sample)
+    return np.concatenate([pca.transform(features[i:i + 65536]).astype(np.float32)
+                           for i in range(0, len(features), 65536)])
 
 
 def _distances(features, anchors, candidates):
@@ -163,11 +198,15 @@ class NeighbourBatches(keras.utils.PyDataset):
       seed: seed of the anchor order.
       epoch: the epoch whose anchor order to use (see `set_epoch`).
       max_embed_batch: at most this many images per `embed_fn` call.
-      bank: optional N x d features of all images (e.g. phi_0's): selects
-        the fast mode (see the module docstring); the array is copied.
+      bank: optional N x d features of all images, all from the same
+        weights (e.g. phi_0's): selects the fast mode (see the module
+        docstring); the array is copied (float32).
       shortlist: fast mode only: candidates per anchor embedded anew after
         ranking against the bank; 0 (rank against the bank alone) or in
         [m-1, M].
+      extrapolation: fast mode only: c >= 0; once two refreshes have given
+        each row's drift per step v, rows are read as bank + c * age * v
+        (0: as stored).
       **kwargs: `keras.utils.PyDataset` arguments (workers, ...).
 
     Raises:
@@ -175,7 +214,8 @@ class NeighbourBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, image_source, user_tags, candidates, embed_fn, batch_size=64,
-                 group_size=8, seed=0, epoch=0, max_embed_batch=4096, bank=None, shortlist=0, **kwargs):
+                 group_size=8, seed=0, epoch=0, max_embed_batch=4096, bank=None, shortlist=0,
+                 extrapolation=0.0, **kwargs):
         super().__init__(**kwargs)
         self.image_source = image_source
         self.embed_fn = embed_fn
@@ -222,16 +262,46 @@ class NeighbourBatches(keras.utils.PyDataset):
         if shortlist and self.bank is None:
             raise ValueError("shortlist needs a bank (the fast mode)")
         self.shortlist = int(shortlist)
+        if not extrapolation >= 0:
+            raise ValueError(f"extrapolation must be >= 0, got {extrapolation!r}")
+        self.extrapolation = float(extrapolation)
+        self.drift, self.bank_step, self.step = None, None, 0
+        self.images_embedded = 0  # a running count, for cost measurements
         self.set_epoch(epoch)
 
-    def refresh_bank(self, progress=None):
-        """Fast mode: embeds every image with the current network into the bank."""
+    def refresh_bank(self, step=0, progress=None):
+        """Fast mode: embeds every image with the current network into the bank.
+
+        Args:
+          step: the caller's step count now (see `set_step`); with
+            extrapolation, two refreshes at different steps give the drift.
+          progress: optional callable(done, N) after each chunk.
+        """
         n = self.image_source.num_images
+        previous, previous_step = self.bank, self.bank_step
+        self.bank = np.empty_like(previous)
         for start in range(0, n, self.max_embed_batch):
             indices = np.arange(start, min(start + self.max_embed_batch, n))
-            self._embed_into_bank(indices)
+            self.bank[indices] = self._embed(self.image_source.get(indices))
             if progress is not None:
                 progress(indices[-1] + 1, n)
+        self.drift = None
+        if self.extrapolation and previous_step is not None and step > previous_step:
+            previous -= self.bank  # reused in place: the drift per step
+            previous /= previous_step - step
+            self.drift = previous
+        self.bank_step = self.step = step
+
+    def set_step(self, step):
+        """The caller's step count, for the age of the bank (extrapolation)."""
+        self.step = int(step)
+
+    def _bank_features(self, indices):
+        """Bank rows of `indices` (k x d float64), moved along the drift when extrapolating."""
+        features = self.bank[indices].astype(np.float64)
+        if self.drift is not None:
+            features += (self.extrapolation * (self.step - self.bank_step)) * self.drift[indices]
+        return features
 
     def set_epoch(self, epoch):
         """Uses the anchor order of `epoch` (the same for the same seed and epoch)."""
@@ -273,28 +343,29 @@ class NeighbourBatches(keras.utils.PyDataset):
             features = self._embed(images)
             distances = _distances(features, np.searchsorted(loaded, anchors), np.searchsorted(loaded, candidates))
         else:
-            self._embed_into_bank(np.unique(anchors))
-            distances = _distances(self.bank, anchors, candidates)
+            loaded = np.unique(np.concatenate([anchors, candidates.reshape(-1)]))
+            distances = _distances(self._bank_features(loaded), np.searchsorted(loaded, anchors),
+                                   np.searchsorted(loaded, candidates))
             if self.shortlist:
                 ranked = np.argsort(distances, axis=1, kind="stable")
                 # Columns back in candidate-rank order, so that ties still go to the lower rank.
                 candidates = np.take_along_axis(candidates, np.sort(ranked[:, :self.shortlist], axis=1), axis=1)
-                self._embed_into_bank(np.setdiff1d(candidates, anchors))
-                distances = _distances(self.bank, anchors, candidates)
+                loaded = np.unique(np.concatenate([anchors, candidates.reshape(-1)]))
+                images = self.image_source.get(loaded)
+                features = self._embed(images)
+                distances = _distances(features, np.searchsorted(loaded, anchors),
+                                       np.searchsorted(loaded, candidates))
         # Stable sort: equal distances keep the lower candidate rank first.
         nearest = np.argsort(distances, axis=1, kind="stable")[:, :self.group_size - 1]
         chosen = np.take_along_axis(candidates, nearest, axis=1)
         indices = np.concatenate([anchors[:, np.newaxis], chosen], axis=1).reshape(-1).astype(np.int64)
-        if self.bank is None:
+        if self.bank is None or self.shortlist:
             batch_images = images[np.searchsorted(loaded, indices)]
         return indices, batch_images
 
-    def _embed_into_bank(self, indices):
-        if len(indices):
-            self.bank[indices] = self._embed(self.image_source.get(indices))
-
     def _embed(self, images):
         """Features (float64, k x d) from `embed_fn`, at most max_embed_batch images per call."""
+        self.images_embedded += len(images)
         parts = []
         for start in range(0, len(images), self.max_embed_batch):
             chunk = images[start:start + self.max_embed_batch]

@@ -369,9 +369,10 @@ class Trainer:
                 self.train_source, self.user_tags, self.candidates,
                 self.embed, self.config.batch_size, self.config.group_size, self.config.seed,
                 bank=np.zeros((len(self.train_idx), self._feature_dim()), np.float32) if fast else None,
-                shortlist=min(self.config.shortlist, self.num_candidates))
+                shortlist=min(self.config.shortlist, self.num_candidates),
+                extrapolation=self.config.bank_extrapolation)
             if fast:
-                self._refresh_bank(int(self.epoch))
+                self._refresh_bank(int(self.epoch) * self.steps_per_epoch + int(self.step_in_epoch))
             if self.chief and int(self.epoch) == 0 and int(self.step_in_epoch) == 0:
                 self._snapshot_neighbours(0)
             self._run_stage(2, self.config.stage2_epochs, self._stage2_batch)
@@ -417,19 +418,21 @@ class Trainer:
 
     def _stage2_batch(self, epoch, step):
         self.batches.set_epoch(epoch)
-        every = self.config.bank_refresh_epochs
-        if self.batches.bank is not None and every and epoch - self.bank_epoch >= every:
-            self._refresh_bank(epoch)
+        now = epoch * self.steps_per_epoch + step
+        if self.batches.bank is not None and now - self.bank_step >= (self.config.bank_refresh_steps
+                                                                       or self.steps_per_epoch):
+            self._refresh_bank(now)
+        self.batches.set_step(now)
         return self.batches[step]
 
     def _feature_dim(self):
         return self.embed(self.train_source.get([0])).shape[1]
 
-    def _refresh_bank(self, epoch):
+    def _refresh_bank(self, step):
         """Fast neighbours: every training image into the bank with the current weights."""
         started = time.perf_counter()
-        self.batches.refresh_bank()
-        self.bank_epoch = epoch
+        self.batches.refresh_bank(step)
+        self.bank_step = step
         self.bank_refresh_times.append(time.perf_counter() - started)
         print(f"[{self.task}] fast neighbours: embedded {len(self.batches.bank)} images into the bank in "
               f"{self.bank_refresh_times[-1]:.1f} s", flush=True)
@@ -533,7 +536,8 @@ class Trainer:
         """phi_0's metrics and the candidates Z, written before the checkpoint moves to stage 2."""
         if self.chief:
             io_utils.write_json(os.path.join(self.dir, "stage1_metrics.json"), {"Multi-CNN": self.evaluate()})
-        print(f"[{self.task}] computing {self.num_candidates} candidates for {len(self.train_idx)} images",
+        print(f"[{self.task}] computing {self.num_candidates} candidates for {len(self.train_idx)} images"
+              + (f" in {self.config.candidate_dims} principal components" if self.config.candidate_dims else ""),
               flush=True)
         train_features = self.features(self.train_source)
         if self.chief and self.config.save_stage1_features:
@@ -542,7 +546,17 @@ class Trainer:
                      eval=self.features(self.eval_source).astype(np.float32),
                      eval_tag_probs=self.predict(self.eval_source).astype(np.float32))
             io_utils.write_bytes(os.path.join(self.dir, "phi0_features.npz"), buffer.getvalue())
-        self.candidates = neighbours.nearest_candidates(train_features, self.num_candidates)
+        if self.config.candidate_dims:
+            train_features = neighbours.reduce_dimensions(train_features, self.config.candidate_dims, self.config.seed)
+        started, last = time.perf_counter(), [time.perf_counter()]
+
+        def progress(done, total):
+            if time.perf_counter() - last[0] > 30 or done == total:
+                last[0] = time.perf_counter()
+                elapsed = last[0] - started
+                print(f"[{self.task}] candidates: {done}/{total} images, {elapsed:.0f} s, "
+                      f"ETA {_format_eta(elapsed / done * (total - done))}", flush=True)
+        self.candidates = neighbours.nearest_candidates(train_features, self.num_candidates, progress=progress)
         # phi_0's weights alone, for runs that start stage 2 from it (--warm_start_from).
         tf.train.Checkpoint(model=self.model).write(os.path.join(self._output_dir("phi0"), "ckpt"))
         if self.chief:

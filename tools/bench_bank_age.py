@@ -1,0 +1,100 @@
+"""How fast stage-2 neighbours go stale: recall of bank-based choices against bank age; prints JSON.
+
+    .venv/bin/python tools/bench_bank_age.py --flagfile=flags/fashion_tags.cfg --task=refinement \
+        --warm_start_from=/tmp/bench_step/exact --workdir=/tmp/bank_age
+
+Starts from the phi_0 of a finished run (`--warm_start_from`, e.g. the exact
+run of tools/bench_step.py), trains --steps stage-2 steps with exact
+Algorithm 1 and embeds every training image every --every steps. For
+--anchors sampled images and every pair of snapshots (then, now), it compares
+with the exact choice at `now` (the m-1 candidates nearest under the current
+weights) the choice made from the `then` bank in three ways:
+  bank          anchor and candidates all from the `then` bank;
+  fresh_anchor  the anchor embedded now, its candidates from the `then` bank
+                (what writing rows back one at a time leads to);
+  shortlist_k   the k candidates nearest in the `then` bank, then the m-1
+                nearest among them under the current weights.
+This is the measurement behind the fast mode's design (wsnn.neighbours).
+"""
+
+import dataclasses
+import json
+import os
+import sys
+
+import numpy as np
+from absl import app, flags, logging
+
+from wsnn import config as config_lib
+from wsnn import prepare
+
+flags.DEFINE_integer("steps", 160, "Stage-2 steps to train.")
+flags.DEFINE_integer("every", 20, "Embed every training image every this many steps.")
+flags.DEFINE_integer("anchors", 500, "Sampled anchors per comparison.")
+flags.DEFINE_list("shortlists", ["12", "16"], "Shortlist sizes k to compare.")
+FLAGS = flags.FLAGS
+
+
+def _choice(candidates, anchor_features, candidate_features, count):
+    distances = ((candidate_features - anchor_features) ** 2).sum(-1)
+    return set(candidates[np.argsort(distances, kind="stable")[:count]])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        config = config_lib.from_flags(config_lib.TrainConfig)
+        prepare_config = config_lib.from_flags(prepare.PrepareConfig, workdir=config.workdir, seed=config.seed)
+    except ValueError as e:
+        print(f"bench_bank_age: config error: {e}", file=sys.stderr)
+        return 2
+    if config.task == "both" or not config.warm_start_from:
+        print("bench_bank_age: give --task=annotation|refinement and --warm_start_from", file=sys.stderr)
+        return 2
+    from wsnn import neighbours, train_lib
+
+    logging.set_verbosity(logging.WARNING)
+    strategy = train_lib.make_strategy(config.num_devices)
+    dataset = train_lib.load_or_prepare(prepare_config)
+    trainer = train_lib.Trainer(dataclasses.replace(config, stage2_epochs=0), dataset, config.task, strategy)
+    trainer._warm_start(os.path.join(config.warm_start_from, config.task))
+    candidates, m = trainer.candidates, config.group_size
+    batches = neighbours.NeighbourBatches(trainer.train_source, trainer.user_tags, candidates, trainer.embed,
+                                          config.batch_size, config.group_size, config.seed)
+    snapshots = {}
+    for step in range(FLAGS.steps + 1):
+        if step % FLAGS.every == 0:
+            snapshots[step] = trainer.features(trainer.train_source).astype(np.float64)
+            print(f"step {step}: snapshot taken", file=sys.stderr, flush=True)
+        if step == FLAGS.steps:
+            break
+        epoch, index = divmod(step, len(batches))
+        batches.set_epoch(epoch)
+        images, user_tags, _ = batches[index]
+        trainer._steps[2](*trainer._distribute(images, user_tags))
+    sample = np.random.default_rng(0).choice(len(candidates), min(FLAGS.anchors, len(candidates)), replace=False)
+    rows = []
+    for now in sorted(snapshots):
+        for then in sorted(t for t in snapshots if t < now):
+            current, old = snapshots[now], snapshots[then]
+            scores = {"bank": [], "fresh_anchor": [], **{f"shortlist_{k}": [] for k in FLAGS.shortlists}}
+            for a in sample:
+                z = candidates[a]
+                exact = _choice(z, current[a], current[z], m - 1)
+                scores["bank"].append(len(exact & _choice(z, old[a], old[z], m - 1)))
+                scores["fresh_anchor"].append(len(exact & _choice(z, current[a], old[z], m - 1)))
+                for k in FLAGS.shortlists:
+                    short = np.array(sorted(_choice(z, old[a], old[z], int(k))))
+                    scores[f"shortlist_{k}"].append(len(exact & _choice(short, current[a], current[short], m - 1)))
+            rows.append({"now": now, "age": now - then,
+                         **{name: float(np.mean(v)) / (m - 1) for name, v in scores.items()}})
+    print(json.dumps({"task": config.task, "train_images": len(candidates), "num_candidates": candidates.shape[1],
+                      "group_size": m, "recall": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    config_lib.define_flags(config_lib.TrainConfig)
+    config_lib.define_flags(prepare.PrepareConfig, skip=("workdir", "seed"))
+    app.run(main)
