@@ -162,6 +162,24 @@ def test_fast_mode_bank_is_refreshed_at_start_and_every_n_steps(tmp_path, two_cp
     assert summary["steps"]["completed"] == 4 * 4
 
 
+def test_candidate_dims_searches_in_principal_components(tmp_path, two_cpu_strategy):
+    from wsnn import neighbours, train_lib
+    from wsnn.config import TrainConfig
+    from wsnn.data.dataset import from_tag_lists
+
+    rng = np.random.default_rng(1)
+    tags = [[t for t in ("sky", "sea", "dog") if rng.random() < 0.4] for _ in range(32)]
+    dataset = from_tag_lists([str(i) for i in range(32)], tags,
+                             image_array=rng.integers(0, 256, (32, 8, 8), dtype=np.uint8))
+    config = TrainConfig(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=0,
+                         batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
+                         candidate_dims=5, save_stage1_features=True)
+    train_lib.Trainer(config, dataset, "refinement", two_cpu_strategy).run()
+    phi0 = np.load(tmp_path / "refinement" / "phi0_features.npz")["train"]
+    expected = neighbours.nearest_candidates(neighbours.reduce_dimensions(phi0, 5, seed=0), 6)
+    np.testing.assert_array_equal(np.load(tmp_path / "refinement" / "candidates.npy"), expected)
+
+
 @pytest.mark.parametrize("flag, message", [
     ("--backbone=resnet", "--backbone=resnet: must be one of small_cnn, vgg16"),
     ("--num_candidates=4", "--group_size=4: must be smaller than --num_candidates=4 (m < M)"),
