@@ -194,13 +194,19 @@ def test_keras_model_neighbours_follow_its_current_weights():
     np.testing.assert_array_equal(after[:, 0], before[:, 0])
 
 
-def test_embedding_is_chunked_and_batched():
+def _counting_embed():
+    """(embed_fn, the list of its call sizes, the plain linear embedding)."""
     calls = []
     linear = _linear(np.ones((SIZE * SIZE, 2), np.float32))
 
     def embed(images):
         calls.append(len(images))
         return linear(images)
+    return embed, calls, linear
+
+
+def test_embedding_is_chunked_and_batched():
+    embed, calls, linear = _counting_embed()
 
     batches, _ = _batches(_dataset(), linear, max_embed_batch=7)
     batches.embed_fn = embed
@@ -296,12 +302,7 @@ def test_fast_mode_with_a_current_bank_or_full_shortlist_is_exact():
 
 
 def test_fast_mode_embeds_only_the_shortlist_and_its_anchors():
-    calls = []
-    linear = _linear(np.ones((SIZE * SIZE, 2), np.float32))
-
-    def embed(images):
-        calls.append(len(images))
-        return linear(images)
+    embed, calls, linear = _counting_embed()
 
     bank = linear(ImageSource(_dataset()).get(np.arange(N)))
     batches, _ = _batches(_dataset(), embed, bank=bank)

@@ -111,16 +111,22 @@ def test_resume_after_sigkill_in_stage2(tmp_path):
     assert _all_finite(summary)
 
 
+def _tiny_dataset(seed=0):
+    """32 random 8x8 grey images with 0-3 of three tags each."""
+    from wsnn.data.dataset import from_tag_lists
+
+    rng = np.random.default_rng(seed)
+    tags = [[t for t in ("sky", "sea", "dog") if rng.random() < 0.4] for _ in range(32)]
+    return from_tag_lists([str(i) for i in range(32)], tags,
+                          image_array=rng.integers(0, 256, (32, 8, 8), dtype=np.uint8))
+
+
 def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, two_cpu_strategy):
     import tensorflow as tf
     from wsnn import train_lib
     from wsnn.config import TrainConfig
-    from wsnn.data.dataset import from_tag_lists
 
-    rng = np.random.default_rng(0)
-    tags = [[t for t in ("sky", "sea", "dog") if rng.random() < 0.4] for _ in range(32)]
-    dataset = from_tag_lists([str(i) for i in range(32)], tags,
-                             image_array=rng.integers(0, 256, (32, 8, 8), dtype=np.uint8))
+    dataset = _tiny_dataset()
     config = TrainConfig(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=1,
                          batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
                          checkpoint_every_steps=100)
@@ -145,12 +151,8 @@ def test_fast_mode_bank_is_refreshed_at_start_and_every_n_steps(tmp_path, two_cp
                                                                 refreshes):
     from wsnn import train_lib
     from wsnn.config import TrainConfig
-    from wsnn.data.dataset import from_tag_lists
 
-    rng = np.random.default_rng(0)
-    tags = [[t for t in ("sky", "sea", "dog") if rng.random() < 0.4] for _ in range(32)]
-    dataset = from_tag_lists([str(i) for i in range(32)], tags,
-                             image_array=rng.integers(0, 256, (32, 8, 8), dtype=np.uint8))
+    dataset = _tiny_dataset()
     config = TrainConfig(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=3,
                          batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
                          neighbour_mode="fast", shortlist=4, bank_refresh_steps=refresh_steps)
@@ -165,12 +167,8 @@ def test_fast_mode_bank_is_refreshed_at_start_and_every_n_steps(tmp_path, two_cp
 def test_candidate_dims_searches_in_principal_components(tmp_path, two_cpu_strategy):
     from wsnn import neighbours, train_lib
     from wsnn.config import TrainConfig
-    from wsnn.data.dataset import from_tag_lists
 
-    rng = np.random.default_rng(1)
-    tags = [[t for t in ("sky", "sea", "dog") if rng.random() < 0.4] for _ in range(32)]
-    dataset = from_tag_lists([str(i) for i in range(32)], tags,
-                             image_array=rng.integers(0, 256, (32, 8, 8), dtype=np.uint8))
+    dataset = _tiny_dataset(seed=1)
     config = TrainConfig(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=0,
                          batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
                          candidate_dims=5, save_stage1_features=True)

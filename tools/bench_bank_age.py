@@ -25,8 +25,7 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
-from wsnn import config as config_lib
-from wsnn import prepare
+from wsnn import train as train_entry
 
 flags.DEFINE_integer("steps", 160, "Stage-2 steps to train.")
 flags.DEFINE_integer("every", 20, "Embed every training image every this many steps.")
@@ -44,8 +43,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        config = config_lib.from_flags(config_lib.TrainConfig)
-        prepare_config = config_lib.from_flags(prepare.PrepareConfig, workdir=config.workdir, seed=config.seed)
+        config, prepare_config = train_entry.configs_from_flags()
     except ValueError as e:
         print(f"bench_bank_age: config error: {e}", file=sys.stderr)
         return 2
@@ -95,6 +93,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config_lib.define_flags(config_lib.TrainConfig)
-    config_lib.define_flags(prepare.PrepareConfig, skip=("workdir", "seed"))
+    train_entry.define_flags()
     app.run(main)

@@ -35,8 +35,8 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from wsnn import config as config_lib
-from wsnn import io_utils, prepare
+from wsnn import io_utils
+from wsnn import train as train_entry
 
 flags.DEFINE_list("fast_variants", ["0/0/0", "0/0/0.5", "16/0/0.5"],
                   "Fast-mode settings to measure, each shortlist/bank_refresh_steps/bank_extrapolation.")
@@ -128,8 +128,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        config = config_lib.from_flags(config_lib.TrainConfig)
-        prepare_config = config_lib.from_flags(prepare.PrepareConfig, workdir=config.workdir, seed=config.seed)
+        config, prepare_config = train_entry.configs_from_flags()
         variants = _variants()
     except ValueError as e:
         print(f"bench_step: config error: {e}", file=sys.stderr)
@@ -155,6 +154,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    config_lib.define_flags(config_lib.TrainConfig)
-    config_lib.define_flags(prepare.PrepareConfig, skip=("workdir", "seed"))
+    train_entry.define_flags()
     app.run(main)

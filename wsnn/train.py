@@ -17,12 +17,23 @@ from wsnn import wordnet as wordnet_lib
 FLAGS = flags.FLAGS
 
 
+def define_flags():
+    """One flag per field of TrainConfig and PrepareConfig (the tools that train use them too)."""
+    config_lib.define_flags(config_lib.TrainConfig)
+    config_lib.define_flags(prepare.PrepareConfig, skip=("workdir", "seed"))
+
+
+def configs_from_flags():
+    """(TrainConfig, PrepareConfig) from the parsed flags; ValueError names a bad flag."""
+    config = config_lib.from_flags(config_lib.TrainConfig)
+    return config, config_lib.from_flags(prepare.PrepareConfig, workdir=config.workdir, seed=config.seed)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
-        config = config_lib.from_flags(config_lib.TrainConfig)
-        prepare_config = config_lib.from_flags(prepare.PrepareConfig, workdir=config.workdir, seed=config.seed)
+        config, prepare_config = configs_from_flags()
     except ValueError as e:
         print(f"wsnn.train: config error: {e}", file=sys.stderr)
         return 2
@@ -47,8 +58,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    config_lib.define_flags(config_lib.TrainConfig)
-    config_lib.define_flags(prepare.PrepareConfig, skip=("workdir", "seed"))
+    define_flags()
     app.run(main)
 
 
