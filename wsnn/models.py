@@ -19,7 +19,7 @@ Backbones:
              path to Keras' `vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`
              (the convolutional base; fc6/fc7 start random).
   small_cnn  for CPUs: three blocks of two 3x3 convolutions (16, 32, 64
-             filters, batch norm, ReLU) with 2x2 max pooling after the first
+             filters, batch norm synchronised across replicas, ReLU) with 2x2 max pooling after the first
              two and global average pooling after the third, then a 256-unit
              dense feature layer (ReLU). Pixels are scaled to [0, 1].
 """

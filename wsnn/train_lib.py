@@ -2,13 +2,17 @@
 
     stage 1  multi-label logistic loss on the user tags G;
              then phi_0's features of all training images give each image its
-             M nearest candidates Z (exact, chunked);
+             M nearest candidates Z (exact, chunked; optionally in the first
+             --candidate_dims principal components);
     stage 2  batches from Algorithm 1 (each anchor plus its m-1 nearest
-             candidates under the current weights) and
+             candidates under the current weights; or, with
+             --neighbour_mode=fast, nearest in an embedding bank refreshed
+             every --bank_refresh_steps) and
              L_final = L_vis + lambda1 L_sem + lambda2 L_err.
 
 Both stages run the same two-level loop: an inner `tf.function` step run by
-`strategy.run` under `tf.distribute.MirroredStrategy`, and an outer Python
+`strategy.run` under `tf.distribute.MirroredStrategy` (or
+`MultiWorkerMirroredStrategy`: only the chief writes files), and an outer Python
 loop that checkpoints, writes summaries, checks for NaN/Inf and prints
 progress. The model, both optimisers and the checkpoint are built under
 `strategy.scope()`.
@@ -419,8 +423,8 @@ class Trainer:
     def _stage2_batch(self, epoch, step):
         self.batches.set_epoch(epoch)
         now = epoch * self.steps_per_epoch + step
-        if self.batches.bank is not None and now - self.bank_step >= (self.config.bank_refresh_steps
-                                                                       or self.steps_per_epoch):
+        if self.batches.bank is not None and now - self.batches.bank_step >= (self.config.bank_refresh_steps
+                                                                               or self.steps_per_epoch):
             self._refresh_bank(now)
         self.batches.set_step(now)
         return self.batches[step]
@@ -432,7 +436,6 @@ class Trainer:
         """Fast neighbours: every training image into the bank with the current weights."""
         started = time.perf_counter()
         self.batches.refresh_bank(step)
-        self.bank_step = step
         self.bank_refresh_times.append(time.perf_counter() - started)
         print(f"[{self.task}] fast neighbours: embedded {len(self.batches.bank)} images into the bank in "
               f"{self.bank_refresh_times[-1]:.1f} s", flush=True)
