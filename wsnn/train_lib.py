@@ -277,19 +277,32 @@ class Trainer:
             self.optimizers[1].apply_gradients(zip(grads, model.trainable_variables))
             return terms
 
-        def make_step(replica_fn):
-            @tf.function
-            def step(images, user_tags):
-                per_replica = strategy.run(replica_fn, args=(images, user_tags))
-                # Keras already divided each replica's loss by the replica count.
-                return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None)
-                        for k, v in per_replica.items()}
-            return step
+        def summed(per_replica):
+            # Keras already divided each replica's loss by the replica count.
+            return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
-        self._steps = {1: make_step(stage1_replica), 2: make_step(stage2_replica)}
+        # Separate named functions rather than one factory or lambdas: AutoGraph caches what it
+        # converts by code object and finds a lambda by its source line.
+        @tf.function
+        def stage1_step(images, user_tags):
+            return summed(strategy.run(stage1_replica, args=(images, user_tags)))
+
+        @tf.function
+        def stage2_step(images, user_tags):
+            return summed(strategy.run(stage2_replica, args=(images, user_tags)))
+
         spec = tf.TensorSpec([None, *self.input_shape], tf.uint8)
-        self._embed = tf.function(lambda x: model(x, training=False)["features"], input_signature=[spec])
-        self._predict = tf.function(lambda x: model(x, training=False)["tag_probs"], input_signature=[spec])
+
+        @tf.function(input_signature=[spec])
+        def embed(images):
+            return model(images, training=False)["features"]
+
+        @tf.function(input_signature=[spec])
+        def predict(images):
+            return model(images, training=False)["tag_probs"]
+
+        self._steps = {1: stage1_step, 2: stage2_step}
+        self._embed, self._predict = embed, predict
 
     def _distribute(self, *arrays):
         """Splits a global batch into contiguous per-replica shares (whole groups)."""
