@@ -91,12 +91,16 @@ def _batches(dataset, embed_fn, candidates=None, **kwargs):
     return NeighbourBatches(source, dataset.user_tags, candidates, embed_fn, **kwargs), candidates
 
 
-def test_batches_are_anchor_groups_of_current_nearest_candidates():
+def _pixel_candidates_and_random_embedding():
+    """Z from raw pixels (phi_0) and a random integer linear embedding (phi_n)."""
     dataset = _dataset()
     weights = np.random.default_rng(2).integers(-3, 4, (SIZE * SIZE, 3)).astype(np.float32)
-    embed = _linear(weights)
-    # Z from raw pixels (phi_0) and batches from W (phi_n): the ranking must be redone.
-    candidates = nearest_candidates(dataset.image_array.reshape(N, -1), M)
+    return dataset, _linear(weights), nearest_candidates(dataset.image_array.reshape(N, -1), M)
+
+
+def test_batches_are_anchor_groups_of_current_nearest_candidates():
+    # Z from phi_0 and batches from phi_n: the ranking must be redone.
+    dataset, embed, candidates = _pixel_candidates_and_random_embedding()
     batches, _ = _batches(dataset, embed, candidates)
     features = embed(ImageSource(dataset).get(np.arange(N))).astype(np.float64)
     g = dataset.user_tags.toarray()
@@ -280,10 +284,7 @@ def test_fast_mode_matches_numpy_reference_with_a_stale_bank(shortlist):
 
 
 def test_fast_mode_with_a_current_bank_or_full_shortlist_is_exact():
-    dataset = _dataset()
-    weights = np.random.default_rng(2).integers(-3, 4, (SIZE * SIZE, 3)).astype(np.float32)
-    embed = _linear(weights)
-    candidates = nearest_candidates(dataset.image_array.reshape(N, -1), M)
+    dataset, embed, candidates = _pixel_candidates_and_random_embedding()
     exact, _ = _batches(dataset, embed, candidates)
     current = embed(ImageSource(dataset).get(np.arange(N)))
     fresh, _ = _batches(dataset, embed, candidates, bank=current)

@@ -61,16 +61,19 @@ def _run(config, dataset, task, strategy, overlap_every=0):
     from wsnn import neighbours, train_lib
 
     trainer = train_lib.Trainer(config, dataset, task, strategy)
-    recalls, measured = [], set()
+    recalls, measured, reference = [], set(), []
     if overlap_every:
         build = trainer._stage2_batch
 
         def measuring(epoch, step):
             batch = build(epoch, step)
             if step % overlap_every == 0:
-                exact = neighbours.NeighbourBatches(
-                    trainer.train_source, trainer.user_tags, trainer.batches.candidates, trainer.embed,
-                    config.batch_size, config.group_size, config.seed, epoch=epoch)
+                if not reference:  # exact Algorithm 1 on the same candidates and the same live model
+                    reference.append(neighbours.NeighbourBatches(
+                        trainer.train_source, trainer.user_tags, trainer.batches.candidates, trainer.embed,
+                        config.batch_size, config.group_size, config.seed))
+                exact = reference[0]
+                exact.set_epoch(epoch)
                 recalls.append(neighbours.neighbour_recall(batch[2], exact.group_indices(step), config.group_size))
                 measured.add(len(trainer.step_times[2]))  # the index this step's time will get
             return batch

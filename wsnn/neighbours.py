@@ -267,6 +267,7 @@ class NeighbourBatches(keras.utils.PyDataset):
         self.extrapolation = float(extrapolation)
         self.drift, self.bank_step, self.step = None, None, 0
         self.images_embedded = 0  # a running count, for cost measurements
+        self.epoch = None
         self.set_epoch(epoch)
 
     def refresh_bank(self, step=0, progress=None):
@@ -305,6 +306,8 @@ class NeighbourBatches(keras.utils.PyDataset):
 
     def set_epoch(self, epoch):
         """Uses the anchor order of `epoch` (the same for the same seed and epoch)."""
+        if self.epoch == int(epoch):
+            return  # the trainer calls this every step; the order is already that epoch's
         self.epoch = int(epoch)
         rng = np.random.default_rng([self.seed, self.epoch])
         self.anchor_order = rng.permutation(self.image_source.num_images)
@@ -337,11 +340,7 @@ class NeighbourBatches(keras.utils.PyDataset):
         candidates = self.candidates[anchors]
         batch_images = None
         if self.bank is None:
-            # Candidate sets overlap; each distinct image is embedded once.
-            loaded = np.unique(np.concatenate([anchors, candidates.reshape(-1)]))
-            images = self.image_source.get(loaded)
-            features = self._embed(images)
-            distances = _distances(features, np.searchsorted(loaded, anchors), np.searchsorted(loaded, candidates))
+            distances, loaded, images = self._current_distances(anchors, candidates)
         else:
             loaded = np.unique(np.concatenate([anchors, candidates.reshape(-1)]))
             distances = _distances(self._bank_features(loaded), np.searchsorted(loaded, anchors),
@@ -350,11 +349,7 @@ class NeighbourBatches(keras.utils.PyDataset):
                 ranked = np.argsort(distances, axis=1, kind="stable")
                 # Columns back in candidate-rank order, so that ties still go to the lower rank.
                 candidates = np.take_along_axis(candidates, np.sort(ranked[:, :self.shortlist], axis=1), axis=1)
-                loaded = np.unique(np.concatenate([anchors, candidates.reshape(-1)]))
-                images = self.image_source.get(loaded)
-                features = self._embed(images)
-                distances = _distances(features, np.searchsorted(loaded, anchors),
-                                       np.searchsorted(loaded, candidates))
+                distances, loaded, images = self._current_distances(anchors, candidates)
         # Stable sort: equal distances keep the lower candidate rank first.
         nearest = np.argsort(distances, axis=1, kind="stable")[:, :self.group_size - 1]
         chosen = np.take_along_axis(candidates, nearest, axis=1)
@@ -362,6 +357,16 @@ class NeighbourBatches(keras.utils.PyDataset):
         if self.bank is None or self.shortlist:
             batch_images = images[np.searchsorted(loaded, indices)]
         return indices, batch_images
+
+    def _current_distances(self, anchors, candidates):
+        """Distances under the current network: (a x k distances, the sorted distinct indices
+        embedded, their images)."""
+        # Candidate sets overlap; each distinct image is embedded once.
+        loaded = np.unique(np.concatenate([anchors, candidates.reshape(-1)]))
+        images = self.image_source.get(loaded)
+        distances = _distances(self._embed(images), np.searchsorted(loaded, anchors),
+                               np.searchsorted(loaded, candidates))
+        return distances, loaded, images
 
     def _embed(self, images):
         """Features (float64, k x d) from `embed_fn`, at most max_embed_batch images per call."""
