@@ -49,19 +49,34 @@ def test_smoke_writes_every_output(smoke_run):
         summary = _metrics(workdir, task)
         assert _all_finite(summary)
         steps = summary["steps"]
-        assert steps["completed"] == steps["stage1"] + steps["stage2"] > 0
+        # A stage-2 epoch makes every training image an anchor once: N / (s/m) steps.
+        assert steps["stage2_per_epoch"] == -(-summary["train_images"] // 4)
+        stage1 = [r for r in summary["history"] if r["stage"] == 1 and r["epoch"] > 0]
+        stage2 = [r for r in summary["history"] if r["stage"] == 2 and r["epoch"] > 0]
+        assert steps["completed"] == steps["stage1_per_epoch"] * len(stage1) + steps["stage2_per_epoch"] * len(stage2)
         names = {"Multi-CNN", "Ours"} | ({"UserTags"} if task == "refinement" else set())
         assert set(summary["metrics"]) == names
+        # Selection: the kept epochs are the best by validation mAP (epoch 0 of stage 2 is phi_0).
+        for stage in (1, 2):
+            runs = [r for r in summary["history"] if r["stage"] == stage]
+            best = max(runs, key=lambda r: r["validation"]["mAP"])["epoch"]
+            assert summary["selection"][f"stage{stage}_epoch"] == best
+        assert set(summary["tag_sets"]["Ours"]) == {"precision", "recall", "F1", "tags_per_image"}
+        assert summary["tag_sets"]["factor"] in [t["factor"] for t in summary["tag_sets"]["validation_trials"]]
         refined = np.load(os.path.join(workdir, task, "refined_tags.npz"))
         assert refined["scores"].shape == (summary["train_images"], len(refined["tag_names"]))
         assert ((refined["scores"] >= 0) & (refined["scores"] <= 1)).all()
         lines = open(os.path.join(workdir, task, "refined_tags.tsv")).read().splitlines()
-        assert lines[0] == "id\tuser_tags\trefined_tags" and len(lines) == summary["train_images"] + 1
+        assert lines[0] == "id\tuser_tags\ttag_set\trefined_tags" and len(lines) == summary["train_images"] + 1
         assert json.load(open(os.path.join(workdir, task, "config.json")))["group_size"] == 4
         assert "--group_size=4" in open(os.path.join(workdir, task, "flags.txt")).read()
         assert np.load(os.path.join(workdir, task, "candidates.npy")).shape == (summary["train_images"], 12)
     annotation = _metrics(workdir, "annotation")
-    assert annotation["train_images"] == 48 and annotation["eval_images"] == 192   # 1/5 of 240
+    # 1/5 of 240, of which 10% (5) are the validation split
+    assert annotation["train_images"] == 43 and annotation["validation_images"] == 5
+    assert annotation["eval_images"] == 192
+    refinement = _metrics(workdir, "refinement")
+    assert refinement["train_images"] == 240 and refinement["eval_images"] == 240 - 24
     assert "refinement  Ours" in result.stdout and "annotation  Multi-CNN" in result.stdout
 
 
@@ -75,7 +90,9 @@ def test_tensorboard_has_losses_metrics_images_and_text(smoke_run):
     for name in ("stage2/total", "stage2/visual_consistency", "stage2/semantic_dependency",
                  "stage2/user_error", "stage2/learning_rate", "stage2/images_per_second", "stage1/loss",
                  "metrics/mAP", "metrics/miAP", "metrics/MicroAUC", "metrics/MacroAUC", "refined_tags",
-                 "neighbours/anchor_then_selected"):
+                 "neighbours/anchor_then_selected", "validation/mAP", "validation/tag_std",
+                 "diagnostics/grad_share/user_error", "diagnostics/neighbour_label_share",
+                 "diagnostics_epoch/grad_norm/visual_consistency"):
         assert name in tags, (name, sorted(tags))
     image = accumulator.Tensors("neighbours/anchor_then_selected")[0].tensor_proto
     # Summary images are stored as [width, height, encoded PNG...]: the strip holds m = 4 images.
@@ -86,13 +103,14 @@ def test_tensorboard_has_losses_metrics_images_and_text(smoke_run):
 
 def test_resume_after_sigkill_in_stage2(tmp_path):
     workdir = tmp_path / "run"
-    args = [f"--flagfile={SMOKE}", f"--workdir={workdir}", "--task=refinement", "--stage2_epochs=3"]
+    args = [f"--flagfile={SMOKE}", f"--workdir={workdir}", "--task=refinement", "--stage2_epochs=2",
+            "--patience=0"]
     process = subprocess.Popen([sys.executable, "-m", "wsnn.train", *args], cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     killed = False
     deadline = time.time() + 300
     for line in process.stdout:
-        if "stage 2 epoch 2/3 step 5/" in line:
+        if "stage 2 epoch 2/2 step 6/" in line:
             process.send_signal(signal.SIGKILL)
             killed = True
             break
@@ -106,8 +124,8 @@ def test_resume_after_sigkill_in_stage2(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from" in result.stdout and "(stage 2, epoch 2" in result.stdout
     summary = _metrics(workdir, "refinement")
-    assert summary["steps"]["completed"] == summary["steps"]["stage1"] + summary["steps"]["stage2"]
-    assert summary["steps"]["stage2"] == 3 * 15
+    assert summary["steps"]["completed"] == 2 * 15 + 2 * 60      # 240 / 16 and 240 / (16 / 4)
+    assert [(r["stage"], r["epoch"]) for r in summary["history"]] == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
     assert _all_finite(summary)
 
 
@@ -146,7 +164,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, two_cpu_st
     assert not (tmp_path / "refinement" / "metrics.json").exists()
 
 
-@pytest.mark.parametrize("refresh_steps, refreshes", [(0, 3), (3, 4), (5, 3), (20, 1)])
+@pytest.mark.parametrize("refresh_steps, refreshes", [(0, 3), (5, 10), (20, 3)])
 def test_fast_mode_bank_is_refreshed_at_start_and_every_n_steps(tmp_path, two_cpu_strategy, refresh_steps,
                                                                 refreshes):
     from wsnn import train_lib
@@ -160,8 +178,8 @@ def test_fast_mode_bank_is_refreshed_at_start_and_every_n_steps(tmp_path, two_cp
     summary = trainer.run()
     assert len(trainer.bank_refresh_times) == refreshes
     assert trainer.batches.shortlist == 4 and trainer.batches.bank.shape == (32, 256)
-    # 3 stage-2 epochs of 4 steps: refreshed at step 0, then every 4 (an epoch) / 3 / 5 / 20 steps.
-    assert summary["steps"]["completed"] == 4 * 4
+    # 3 stage-2 epochs of 16 steps: refreshed at step 0, then every 16 (an epoch) / 5 / 20 steps.
+    assert summary["steps"]["completed"] == 4 + 3 * 16
 
 
 def test_candidate_dims_searches_in_principal_components(tmp_path, two_cpu_strategy):
@@ -268,7 +286,82 @@ def test_warm_start_from_another_runs_phi0_skips_stage1(smoke_run, tmp_path):
     assert "stage 1 epoch" not in result.stdout
     summary = _metrics(tmp_path / "warm", "refinement")
     assert summary["metrics"]["Multi-CNN"] == _metrics(workdir, "refinement")["metrics"]["Multi-CNN"]
-    assert summary["steps"]["completed"] == summary["steps"]["stage2"]     # no stage-1 step ran here
+    assert summary["steps"]["completed"] == summary["steps"]["stage2_per_epoch"]   # no stage-1 step ran here
     bad = _train(f"--flagfile={SMOKE}", f"--workdir={tmp_path / 'bad'}", "--task=refinement",
                  f"--warm_start_from={tmp_path}")
     assert bad.returncode == 1 and "has no finished stage 1" in bad.stderr.strip().splitlines()[-1]
+
+
+def _labelled_dataset(seed=0, count=48):
+    """`count` random 8x8 grey images whose three tags are noisy copies of three labels."""
+    from wsnn.data.dataset import from_tag_lists
+
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((count, 3)) < 0.4).astype(np.uint8)
+    names = ("sky", "sea", "dog")
+    tags = [[names[j] for j in range(3) if labels[i, j] and rng.random() < 0.7] for i in range(count)]
+    dataset = from_tag_lists([str(i) for i in range(count)], tags,
+                             image_array=rng.integers(0, 256, (count, 8, 8), dtype=np.uint8))
+    dataset.labels, dataset.label_names = labels, list(names)
+    dataset.label_to_tag = np.array([dataset.tag_names.index(n) for n in names])
+    return dataset
+
+
+def test_stage2_epoch_makes_every_training_image_an_anchor_once(tmp_path, two_cpu_strategy):
+    from wsnn import train_lib
+    from wsnn.config import TrainConfig
+
+    config = TrainConfig(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=1,
+                         batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
+                         validation_fraction=0)
+    trainer = train_lib.Trainer(config, _tiny_dataset(), "refinement", two_cpu_strategy)
+    trainer.run()
+    assert trainer.steps_per_epoch == {1: 4, 2: 16} and len(trainer.batches) == 16
+    for epoch in (0, 1):
+        trainer.batches.set_epoch(epoch)
+        anchors = np.concatenate([trainer.batches.group_indices(i).reshape(-1, 4)[:, 0] for i in range(16)])
+        np.testing.assert_array_equal(np.sort(anchors), np.arange(32))
+
+
+def test_selection_never_reads_the_evaluated_images_labels(tmp_path, two_cpu_strategy):
+    """Scrambling the evaluated images' labels changes neither the selection nor the weights."""
+    from wsnn import train_lib
+    from wsnn.config import TrainConfig
+
+    runs = []
+    for scramble in (False, True):
+        dataset = _labelled_dataset()
+        _, valid, evaluated = train_lib.split(dataset.num_images, "annotation", 0.5, 0, 0.25)
+        assert len(valid) == 6 and not np.intersect1d(valid, evaluated).size
+        if scramble:
+            dataset.labels[evaluated] = 1 - dataset.labels[evaluated]
+        config = TrainConfig(workdir=str(tmp_path / str(scramble)), task="annotation", train_fraction=0.5,
+                             validation_fraction=0.25, stage1_epochs=2, stage2_epochs=2, batch_size=8,
+                             group_size=4, num_candidates=6, alpha=0.0, num_devices=2, patience=0,
+                             learning_rate=0.5, lambda2=0.1)
+        trainer = train_lib.Trainer(config, dataset, "annotation", two_cpu_strategy)
+        summary = trainer.run()
+        runs.append((summary["history"], summary["weights_sha256"], summary["metrics"]["Ours"]))
+    (history_a, digest_a, ours_a), (history_b, digest_b, ours_b) = runs
+    strip = [[{k: v for k, v in r.items() if k != "diagnostics"} for r in h] for h in (history_a, history_b)]
+    assert strip[0] == strip[1] and digest_a == digest_b
+    assert ours_a != ours_b   # the scrambled labels were read for the report, after selection
+    # The kept stage-2 epoch is the best of the validation scores of epochs 0 (phi_0), 1 and 2.
+    scores = [r["validation"]["mAP"] for r in history_a if r["stage"] == 2]
+    assert len(scores) == 3
+
+
+def test_multi_cnn_same_budget_runs_stage2_steps_with_the_logistic_loss(tmp_path, two_cpu_strategy):
+    from wsnn import train_lib
+    from wsnn.config import TrainConfig
+
+    config = TrainConfig(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=1,
+                         batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
+                         validation_fraction=0, stage2_objective="multi_cnn")
+    trainer = train_lib.Trainer(config, _tiny_dataset(), "refinement", two_cpu_strategy)
+    batches = [trainer._plain_batch(0, step)[2] for step in range(16)]
+    # 16 steps of 8 images = 4 passes over the 32 images, each pass a permutation.
+    for p in range(4):
+        np.testing.assert_array_equal(np.sort(np.concatenate(batches[4 * p:4 * p + 4])), np.arange(32))
+    summary = trainer.run()
+    assert summary["steps"]["completed"] == 4 + 16

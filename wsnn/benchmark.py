@@ -2,17 +2,31 @@
 
     python -m wsnn.benchmark --flagfile=flags/benchmark_fashion_tags.cfg
 
-For each seed, every method sees the same data, split and phi_0 features:
-  annotation  RandomGuess, KNN, TagVote, Multi-CNN (phi_0), ours
-  refinement  UserTags, TagCooccur, TagVote, RPCA, Multi-CNN (phi_0), ours
-KNN and TagVote use phi_0's visual features (the small CNN's feature layer, or
-VGG16's fc7), as the paper uses VGG16 features. Optional extras:
-  --grid_search  lambda1 x lambda2 x alpha on a validation split drawn from
-                 the first seed's annotation training images only (never the
-                 test images); the chosen values are used for every run
-                 and recorded;
-  --ablation     each constraint alone (the paper's Ablation Analysis), first
-                 seed, both protocols.
+For each seed, every method sees the same data, split (training,
+validation, evaluated images; see `train_lib.split`) and features:
+  annotation  RandomGuess, KNN, TagVote, Multi-CNN (phi_0),
+              Multi-CNN (same budget), ours [, ours with the variant]
+  refinement  UserTags, TagCooccur, TagVote, RPCA, Multi-CNN (phi_0),
+              Multi-CNN (same budget), ours [, ours with the variant]
+KNN, TagVote and RPCA's image graph use the *pretrained* backbone's features
+(the `--weights` file: ImageNet VGG16 in the paper, `wsnn.pretrain`'s small
+CNN on FashionTags), as the paper uses pretrained VGG16 features; the rows
+"KNN (phi_0 features)" and "TagVote (phi_0 features)" use phi_0's, which saw
+the noisy tags. "Multi-CNN (same budget)" trains phi_0 on with the logistic
+loss for as many steps as stage 2 takes, with the same stage-2 learning rate
+and the same selection of its length on the validation split, so that ours
+against it is not just more training. Optional extras:
+  --grid_search  coarse to fine on the first seed's annotation validation
+                 split (never the evaluated images): lambda2 x stage-2
+                 learning rate (lambda1 = 0), then lambda1, then alpha; each
+                 trial starts stage 2 from the same phi_0 and keeps its best
+                 stage-2 epoch (zero allowed). One search per --grid_user_error
+                 value: "l1" is the paper's objective (the row "Ours"),
+                 "bce" a variant (the row "Ours (bce)"). Every trial goes to
+                 results.json and to TensorBoard's HParams dashboard
+                 (<workdir>/benchmark/hparams);
+  --ablation     each constraint alone (the paper's Ablation Analysis), and
+                 the variant's data term alone, first seed, both protocols.
 Writes to `<workdir>/benchmark/`: results.json (every number, chosen values,
 wall time and peak memory per method), tables.md (the paper's Tables 2-5
 layout, mean +- std over seeds), ap_per_label_<protocol>.png and
@@ -35,8 +49,11 @@ from wsnn.baselines import knn, rpca, tagcooccur, tagvote, trivial
 from wsnn.config import field
 
 METRICS = ("miAP", "mAP", "MicroAUC", "MacroAUC")
-ANNOTATION_METHODS = ("RandomGuess", "KNN", "TagVote", "Multi-CNN", "Ours")
-REFINEMENT_METHODS = ("UserTags", "TagCooccur", "TagVote", "RPCA", "Multi-CNN", "Ours")
+ANNOTATION_METHODS = ("RandomGuess", "KNN", "TagVote", "KNN (phi_0 features)", "TagVote (phi_0 features)",
+                      "Multi-CNN", "Multi-CNN (same budget)", "Ours", "Ours (bce)")
+REFINEMENT_METHODS = ("UserTags", "TagCooccur", "TagVote", "TagVote (phi_0 features)", "RPCA", "Multi-CNN",
+                      "Multi-CNN (same budget)", "Ours", "Ours (bce)")
+GRID_KEYS = ("lambda1", "lambda2", "alpha", "stage2_learning_rate", "user_error")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +66,16 @@ class BenchmarkConfig:
     rpca_lam: float = field(0.3, "RPCA: weight of the sparse error (1/sqrt(max(N, C)) empties A on sparse "
                                  "tag matrices; see BUILD_NOTES.md).")
     rpca_max_iter: int = field(50, "RPCA: proximal-gradient iterations (jingwei's benchmark: 50).")
-    grid_search: bool = field(False, "Grid-search lambda1, lambda2, alpha on a validation split.")
-    grid_lambda1: str = field("0.1,1,10", "lambda1 values of the grid.")
-    grid_lambda2: str = field("0.003,0.01,0.03", "lambda2 values of the grid.")
-    grid_alpha: str = field("1,3", "alpha values of the grid.")
-    validation_fraction: float = field(0.2, "Grid search: share of the training images held out.")
+    grid_search: bool = field(False, "Search lambda1, lambda2, alpha and the stage-2 learning rate on the "
+                                     "first seed's validation split (coarse to fine).")
+    grid_lambda1: str = field("0,1e-4,1e-3,1e-2,1e-1,1", "lambda1 values of the grid.")
+    grid_lambda2: str = field("0,1e-4,1e-3,1e-2,1e-1,1", "lambda2 values of the grid.")
+    grid_alpha: str = field("0,1,3", "alpha values of the grid.")
+    grid_learning_rate: str = field("", "Stage-2 learning rates of the grid (default: the config's).")
+    grid_user_error: str = field("l1,bce", "One search per L_err: l1 (the paper's; row Ours) and bce (a "
+                                           "variant; row Ours (bce)).")
+    grid_stage2_epochs: int = field(1, "Stage-2 epochs of each trial (its best epoch, zero included, "
+                                       "scores it).")
     ablation: bool = field(False, "Train with each constraint alone (first seed).")
 
     def __post_init__(self):
@@ -63,7 +85,12 @@ class BenchmarkConfig:
             raise ValueError(f"--seeds={self.seeds}: must be >= 1")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"--validation_fraction={self.validation_fraction}: must be in (0, 1)")
-        for name in ("grid_lambda1", "grid_lambda2", "grid_alpha"):
+        if self.grid_stage2_epochs < 1:
+            raise ValueError(f"--grid_stage2_epochs={self.grid_stage2_epochs}: must be >= 1")
+        if not set(_strings(self.grid_user_error)) <= {"l1", "bce"} or not _strings(self.grid_user_error):
+            raise ValueError(f"--grid_user_error={self.grid_user_error}: a comma-separated list of l1, bce")
+        for name in ("grid_lambda1", "grid_lambda2", "grid_alpha") + (
+                ("grid_learning_rate",) if self.grid_learning_rate else ()):
             try:
                 values = _floats(getattr(self, name))
             except ValueError:
@@ -74,6 +101,10 @@ class BenchmarkConfig:
 
 def _floats(text):
     return [float(v) for v in text.split(",") if v.strip()]
+
+
+def _strings(text):
+    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 class PeakMemory:
@@ -127,87 +158,172 @@ def _evaluate(tag_scores, dataset, labels):
     return result
 
 
-def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn):
-    """All methods of both protocols for one seed; returns {protocol: {method: result}}."""
+def pretrained_features(config, trainer):
+    """The pretrained backbone's features (the `--weights` file, before any training on tags) of the
+    trainer's training and evaluated images; None without pretrained weights."""
+    if config.weights == "none":
+        return None
+    from wsnn import models
+
+    model = models.build_model(config.backbone, trainer.dataset.num_tags, trainer.input_shape, config.weights)
+
+    def features(source):
+        return np.concatenate([np.asarray(model(source.get(np.arange(i, min(i + 512, source.num_images))),
+                                                training=False)["features"])
+                               for i in range(0, source.num_images, 512)])
+    return {"train": features(trainer.train_source), "eval": features(trainer.eval_source)}
+
+
+def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=None):
+    """All methods of both protocols for one seed; returns {protocol: {method: result}}.
+
+    `variant`: the settings of the "Ours (bce)" row (from the grid search), or None."""
     config = dataclasses.replace(config, seed=seed, workdir=os.path.join(config.workdir, f"seed{seed}"),
                                  save_stage1_features=True, task="both")
     results = {}
     for task in ("annotation", "refinement"):
         trainer, summary, usage = _train(config, dataset, task, strategy)
-        features = np.load(os.path.join(trainer.dir, "phi0_features.npz"))
+        phi0 = np.load(os.path.join(trainer.dir, "phi0_features.npz"))
         train_set, eval_set = trainer.train_set, trainer.eval_set
         labels = eval_set.labels
-        rows = {"Multi-CNN": _evaluate(features["eval_tag_probs"], dataset, labels),
+        rows = {"Multi-CNN": _evaluate(phi0["eval_tag_probs"], dataset, labels),
                 "Ours": dict(_evaluate(trainer.predict(trainer.eval_source), dataset, labels),
-                             seconds=usage.seconds, peak_mib=usage.mib)}
+                             seconds=usage.seconds, peak_mib=usage.mib,
+                             stage2_epoch=summary["selection"]["stage2_epoch"])}
+        extra = {"Multi-CNN (same budget)": dict(stage2_objective="multi_cnn")}
+        if variant:
+            extra["Ours (bce)"] = variant
+        for name, change in extra.items():
+            other = dataclasses.replace(config, **change, warm_start_from=config.workdir,
+                                        workdir=os.path.join(config.workdir, name.replace(" ", "_")))
+            other_trainer, other_summary, use = _train(other, dataset, task, strategy)
+            rows[name] = dict(_evaluate(other_trainer.predict(other_trainer.eval_source), dataset, labels),
+                              seconds=use.seconds, peak_mib=use.mib,
+                              stage2_epoch=other_summary["selection"]["stage2_epoch"])
+        pretrained = pretrained_features(config, trainer)
+        visual = pretrained if pretrained is not None else phi0
 
         def add(name, fn):
             with PeakMemory() as use:
                 tag_scores = fn()
             rows[name] = dict(_evaluate(tag_scores, dataset, labels), seconds=use.seconds, peak_mib=use.mib)
 
+        def tagvote_scores(features, refine):
+            return tagvote.tagvote_scores(features["train"], train_set.user_tags,
+                                          features["eval" if not refine else "train"], k=bench.tagvote_k,
+                                          train_users=train_set.users, exclude_self=refine)
+
         if task == "annotation":
             with PeakMemory() as use:
                 random_guess = trivial.random_guess(labels, seed=seed)[0]
             rows["RandomGuess"] = dict(random_guess, seconds=use.seconds, peak_mib=use.mib)
-            add("KNN", lambda: knn.knn_scores(features["train"], train_set.user_tags, features["eval"],
-                                              k=min(bench.knn_k, train_set.num_images)))
-            add("TagVote", lambda: tagvote.tagvote_scores(features["train"], train_set.user_tags,
-                                                          features["eval"], k=bench.tagvote_k,
-                                                          train_users=train_set.users))
+            k = min(bench.knn_k, train_set.num_images)
+            add("KNN", lambda: knn.knn_scores(visual["train"], train_set.user_tags, visual["eval"], k=k))
+            add("TagVote", lambda: tagvote_scores(visual, False))
+            if pretrained is not None:
+                add("KNN (phi_0 features)", lambda: knn.knn_scores(phi0["train"], train_set.user_tags,
+                                                                  phi0["eval"], k=k))
+                add("TagVote (phi_0 features)", lambda: tagvote_scores(phi0, False))
         else:
-            add("UserTags", lambda: train_set.user_tags.toarray().astype(np.float32))
-            add("TagCooccur", lambda: tagcooccur.tagcooccur_scores(train_set.user_tags))
-            add("TagVote", lambda: tagvote.tagvote_scores(features["train"], train_set.user_tags,
-                                                          features["train"], k=bench.tagvote_k,
-                                                          train_users=train_set.users, exclude_self=True))
-            add("RPCA", lambda: rpca.rpca_refine(train_set.user_tags, features=features["train"],
-                                                 tag_similarity=tag_similarity_fn(train_set, config),
-                                                 lam=bench.rpca_lam, max_iter=bench.rpca_max_iter)[0])
+            # Refinement trains on every image; the evaluated ones are those outside the validation split.
+            on_eval = trainer.eval_idx
+
+            def add_refined(name, fn):
+                add(name, lambda: fn()[on_eval])
+            add_refined("UserTags", lambda: train_set.user_tags.toarray().astype(np.float32))
+            add_refined("TagCooccur", lambda: tagcooccur.tagcooccur_scores(train_set.user_tags))
+            add_refined("TagVote", lambda: tagvote_scores(visual, True))
+            if pretrained is not None:
+                add_refined("TagVote (phi_0 features)", lambda: tagvote_scores(phi0, True))
+            add_refined("RPCA", lambda: rpca.rpca_refine(train_set.user_tags, features=visual["train"],
+                                                         tag_similarity=tag_similarity_fn(train_set, config),
+                                                         lam=bench.rpca_lam, max_iter=bench.rpca_max_iter)[0])
         results[task] = rows
     return results
 
 
+def choose(trials):
+    """The trial with the best validation mAP (the first of equals)."""
+    return max(trials, key=lambda t: t["validation"]["mAP"])
+
+
+def _coarse_to_fine(lambda1s, lambda2s, alphas, rates):
+    """The search plan: lambda2 x rate at lambda1 = 0, then lambda1, then alpha (see `grid_search`)."""
+    alpha0 = 1.0 if 1.0 in alphas else alphas[0]
+    yield [dict(lambda1=0.0, lambda2=l2, alpha=alpha0, stage2_learning_rate=r) for l2 in lambda2s for r in rates]
+    yield lambda best: [dict(best, lambda1=l1) for l1 in lambda1s if l1 != best["lambda1"]]
+    yield lambda best: ([dict(best, alpha=a) for a in alphas if a != best["alpha"]] if best["lambda1"] > 0
+                        else [])
+
+
 def grid_search(config, bench, dataset, strategy):
-    """Chooses lambda1, lambda2, alpha by mAP on a validation split of seed 0's training images."""
-    from wsnn import train_lib
+    """Chooses lambda1, lambda2, alpha and the stage-2 learning rate, per L_err, on the validation split
+    of the first seed's annotation training images (the evaluated images' labels are never read: each
+    trial is scored by `Trainer.history`'s validation mAP at its best stage-2 epoch)."""
+    base = dataclasses.replace(config, task="annotation", stage2_epochs=bench.grid_stage2_epochs,
+                               eval_max_images=0, workdir=os.path.join(config.workdir, "grid"))
+    phi0 = dataclasses.replace(base, stage2_epochs=0, workdir=os.path.join(base.workdir, "phi0"))
+    _train(phi0, dataset, "annotation", strategy)  # one phi_0 for every trial
+    rates = _floats(bench.grid_learning_rate) or [config.stage2_learning_rate or config.learning_rate]
+    out = {"trials": [], "chosen": {}, "searched_on": "validation split of seed 0's annotation training images",
+           "validation_images": None}
+    for user_error in _strings(bench.grid_user_error):
+        trials, best = [], None
+        for plan in _coarse_to_fine(_floats(bench.grid_lambda1), _floats(bench.grid_lambda2),
+                                    _floats(bench.grid_alpha), rates):
+            for values in (plan if isinstance(plan, list) else plan({k: best[k] for k in GRID_KEYS[:4]})):
+                values = dict(values, user_error=user_error)
+                name = "_".join(f"{k}{v:g}" if isinstance(v, float) else f"{v}" for k, v in values.items())
+                trial_config = dataclasses.replace(base, **values, warm_start_from=phi0.workdir,
+                                                   workdir=os.path.join(base.workdir, name))
+                trainer, summary, usage = _train(trial_config, dataset, "annotation", strategy)
+                stage2 = [r for r in trainer.history if r["stage"] == 2]
+                kept = max(stage2, key=lambda r: r["validation"]["mAP"])
+                trial = dict(values, validation=kept["validation"], stage2_epoch=kept["epoch"],
+                             validation_per_epoch=[r["validation"]["mAP"] for r in stage2],
+                             diagnostics=[r["diagnostics"] for r in stage2], seconds=usage.seconds)
+                trials.append(trial)
+                out["validation_images"] = summary["validation_images"]
+                print(f"grid {name}: validation mAP {kept['validation']['mAP']:.4f} "
+                      f"(stage-2 epoch {kept['epoch']})", flush=True)
+            best = choose(trials)
+        out["chosen"][user_error] = {k: best[k] for k in GRID_KEYS}
+        out["trials"] += trials
+    _hparams(out["trials"], os.path.join(config.workdir, "benchmark", "hparams"))
+    return out
 
-    train_idx, _ = train_lib.split(dataset.num_images, "annotation", config.train_fraction, config.seed)
-    part = dataset.subset(train_idx)
-    trials, first = [], None
-    for lambda1, lambda2, alpha in itertools.product(
-            _floats(bench.grid_lambda1), _floats(bench.grid_lambda2), _floats(bench.grid_alpha)):
-        name = f"l1_{lambda1:g}_l2_{lambda2:g}_a_{alpha:g}"
-        trial = dataclasses.replace(config, lambda1=lambda1, lambda2=lambda2, alpha=alpha,
-                                    train_fraction=1 - bench.validation_fraction,
-                                    workdir=os.path.join(config.workdir, "grid", name),
-                                    warm_start_from=first or "")
-        _, summary, _ = _train(trial, part, "annotation", strategy)
-        # Every trial shares the first one's phi_0: stage 1 does not depend on the grid's values.
-        first = first or trial.workdir
-        trials.append({"lambda1": lambda1, "lambda2": lambda2, "alpha": alpha,
-                       "validation": summary["metrics"]["Ours"]})
-        print(f"grid {name}: validation mAP {summary['metrics']['Ours']['mAP']:.4f}", flush=True)
-    best = max(trials, key=lambda t: t["validation"]["mAP"])
-    return {"chosen": {k: best[k] for k in ("lambda1", "lambda2", "alpha")}, "trials": trials,
-            "validation_images": int(round(bench.validation_fraction * len(train_idx))),
-            "drawn_from": "the first seed's annotation training images"}
+
+def _hparams(trials, directory):
+    """Every trial in TensorBoard's HParams dashboard."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    for i, trial in enumerate(trials):
+        with tf.summary.create_file_writer(os.path.join(directory, f"trial{i:03d}")).as_default():
+            hp.hparams({k: trial[k] for k in GRID_KEYS}, trial_id=f"trial{i:03d}")
+            tf.summary.scalar("validation/mAP", trial["validation"]["mAP"], step=0)
+            tf.summary.scalar("validation/miAP", trial["validation"]["miAP"], step=0)
+            tf.summary.scalar("stage2_epoch", trial["stage2_epoch"], step=0)
 
 
-def ablation(config, dataset, strategy):
-    """Each constraint alone (first seed, stage 2 from its phi_0): the four metrics per protocol."""
+def ablation(config, dataset, strategy, variant=None):
+    """Each constraint alone (first seed, stage 2 from its phi_0), and the variant's data term alone:
+    the four metrics per protocol."""
     variants = {"L_vis only": dict(lambda_vis=1.0, lambda1=0.0, lambda2=0.0),
                 "L_sem only": dict(lambda_vis=0.0, lambda2=0.0),
                 "L_err only": dict(lambda_vis=0.0, lambda1=0.0)}
+    if variant:
+        variants["L_err (bce) only"] = dict(variant, lambda_vis=0.0, lambda1=0.0)
     out = {}
     for name, change in variants.items():
-        variant = dataclasses.replace(config, task="both", seed=0, **change,
-                                      workdir=os.path.join(config.workdir, "ablation", name.split()[0]),
-                                      warm_start_from=os.path.join(config.workdir, "seed0"))
+        variant_config = dataclasses.replace(config, task="both", seed=0, **change,
+                                             workdir=os.path.join(config.workdir, "ablation",
+                                                                  name.replace(" ", "_")),
+                                             warm_start_from=os.path.join(config.workdir, "seed0"))
         out[name] = {}
         for task in ("annotation", "refinement"):
-            _, summary, _ = _train(variant, dataset, task, strategy)
-            out[name][task] = summary["metrics"]["Ours"]
+            _, summary, _ = _train(variant_config, dataset, task, strategy)
+            out[name][task] = dict(summary["metrics"]["Ours"], stage2_epoch=summary["selection"]["stage2_epoch"])
     return out
 
 
@@ -220,7 +336,7 @@ def aggregate(per_seed):
             runs = [seed[protocol][method] for seed in per_seed]
             table[protocol][method] = {
                 key: [float(np.mean([r[key] for r in runs])), float(np.std([r[key] for r in runs]))]
-                for key in (*METRICS, "seconds", "peak_mib") if key in runs[0]}
+                for key in (*METRICS, "seconds", "peak_mib", "stage2_epoch") if key in runs[0]}
             if "ap_per_label" in runs[0]:
                 table[protocol][method]["ap_per_label_mean"] = [
                     None if any(r["ap_per_label"][l] is None for r in runs)
@@ -234,8 +350,8 @@ def format_tables(table, seeds, header):
     lines = [header, ""]
     for protocol, methods in (("annotation", ANNOTATION_METHODS), ("refinement", REFINEMENT_METHODS)):
         lines += [f"### {protocol.capitalize()} (mean +- std over {seeds} seed(s))", "",
-                  "| Method | miAP | mAP | MicroAUC | MacroAUC | time (s) | peak memory (MiB) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| Method | miAP | mAP | MicroAUC | MacroAUC | time (s) | peak memory (MiB) | stage-2 epochs kept |",
+                  "|---|---|---|---|---|---|---|---|"]
         for method in methods:
             row = table[protocol].get(method)
             if row is None:
@@ -243,6 +359,7 @@ def format_tables(table, seeds, header):
             cells = [f"{row[m][0]:.3f} +- {row[m][1]:.3f}" for m in METRICS]
             cells.append(f"{row['seconds'][0]:.1f}" if "seconds" in row else "-")
             cells.append(f"{row['peak_mib'][0]:.0f}" if "peak_mib" in row else "-")
+            cells.append(f"{row['stage2_epoch'][0]:.1f}" if "stage2_epoch" in row else "-")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -319,20 +436,25 @@ def run(config, prepare_config, bench):
         raise ValueError("the benchmark needs ground-truth labels; this dataset has none")
     out_dir = os.path.join(config.workdir, "benchmark")
     results = {"config": dataclasses.asdict(config), "benchmark": dataclasses.asdict(bench)}
+    variant = None
     if bench.grid_search:
         results["grid_search"] = grid_search(config, bench, dataset, strategy)
-        config = dataclasses.replace(config, **results["grid_search"]["chosen"])
-        print(f"grid search chose {results['grid_search']['chosen']}", flush=True)
+        chosen = results["grid_search"]["chosen"]
+        if "l1" in chosen:
+            config = dataclasses.replace(config, **chosen["l1"])
+        variant = chosen.get("bce")
+        print(f"grid search chose {chosen}", flush=True)
 
     def similarity(train_set, cfg):
         return semantics.tag_similarity(train_set, cfg.alpha, cfg.similarity_measure, cfg.ic_file or None,
                                         cache_dir=os.path.join(config.workdir, "prepared", "cache"))[0]
 
-    per_seed = [run_seed(config, bench, dataset, seed, strategy, similarity) for seed in range(bench.seeds)]
+    per_seed = [run_seed(config, bench, dataset, seed, strategy, similarity, variant)
+                for seed in range(bench.seeds)]
     results["per_seed"] = per_seed
     results["table"] = aggregate(per_seed)
     if bench.ablation:
-        results["ablation"] = ablation(config, dataset, strategy)
+        results["ablation"] = ablation(config, dataset, strategy, variant)
     results["wall_seconds"] = time.perf_counter() - started
     os.makedirs(out_dir, exist_ok=True)
     io_utils.write_json(os.path.join(out_dir, "results.json"), results)

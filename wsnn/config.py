@@ -58,14 +58,24 @@ BACKBONES = ("small_cnn", "vgg16")
 MEASURES = ("lin", "jcn", "res")
 NEIGHBOUR_MODES = ("exact", "fast")
 STRATEGIES = ("mirrored", "multi_worker")
+USER_ERRORS = ("l1", "bce")
+STAGE2_OBJECTIVES = ("ours", "multi_cnn")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run (the paper's Algorithm 2); one flag per field.
 
-    Durations: epochs are given by the user and turned into steps once
-    (steps per epoch = ceil(training images / batch size)).
+    Durations: epochs are given by the user and turned into steps once. A
+    stage-1 epoch is ceil(N / s) steps (every training image once); a stage-2
+    epoch is ceil(N / (s / m)) steps, so that every training image is an
+    anchor once (Algorithm 1), i.e. m times as many images as a stage-1 epoch.
+
+    Model selection: with labels and `validation_fraction` > 0, a validation
+    split of the training images (see `train_lib.split`) scores every epoch;
+    each stage keeps its best epoch by validation mAP (stage 2 may keep
+    none of its epochs: phi_0 itself) and stops after `patience` epochs
+    without a better one.
     """
 
     workdir: str = field("runs/fashion_tags", "Experiment directory: prepared data, checkpoints, "
@@ -75,8 +85,9 @@ class TrainConfig:
     seed: int = field(0, "Seed of the split, data order and initialisation.")
     train_fraction: float = field(0.2, "Annotation protocol: fraction of images used for training.")
     backbone: str = field("small_cnn", f"Network: {', '.join(BACKBONES)}.")
-    weights: str = field("none", "vgg16 weights: none, imagenet (downloads: online only) or a local "
-                                 "path to Keras' VGG16 notop .h5 file.")
+    weights: str = field("none", "Backbone start: none (random), imagenet (vgg16; downloads: online "
+                                 "only), or a local file: Keras' VGG16 notop .h5 for vgg16, or the "
+                                 ".npz of `python -m wsnn.pretrain` for small_cnn.")
     image_size: int = field(0, "Input size S (S x S); 0: the dataset's own size (embedded images).")
     channels: int = field(0, "Input channels (1 or 3); 0: the dataset's own.")
     stage1_epochs: int = field(30, "Epochs of stage 1 (phi_0, the Multi-CNN baseline).")
@@ -92,6 +103,17 @@ class TrainConfig:
     lambda_vis: float = field(1.0, "Weight of L_vis (1 in eq. 1; 0 only for ablations).")
     lambda1: float = field(1.0, "Weight of L_sem (eq. 1).")
     lambda2: float = field(1.0, "Weight of L_err (eq. 1).")
+    user_error: str = field("l1", "L_err: l1 (eq. 9, the paper's) or bce (a variant: the logistic loss "
+                                  "of stage 1 as the data term).")
+    stage2_objective: str = field("ours", "ours (L_final on Algorithm 1 batches) or multi_cnn (stage 1's "
+                                          "logistic loss on shuffled batches for the same number of "
+                                          "steps: the 'Multi-CNN, same budget' baseline).")
+    validation_fraction: float = field(0.1, "Share of the training images whose labels select each "
+                                            "stage's best epoch (annotation: held out of training; "
+                                            "refinement: trained on, left out of the reported "
+                                            "metrics). 0, or a dataset without labels: no selection.")
+    patience: int = field(3, "Stop a stage after this many epochs without a better validation mAP "
+                             "(0: run every epoch); the best epoch is kept either way.")
     candidate_dims: int = field(0, "Search the M candidates in the first this many principal components of "
                                    "phi_0's features (0: the full features); cuts the search cost by "
                                    "dims/d at large N (tools/bench_search.py measures its recall).")
@@ -146,6 +168,14 @@ class TrainConfig:
             fail("bank_extrapolation", "must be >= 0")
         if self.bank_refresh_steps < 0:
             fail("bank_refresh_steps", "must be >= 0")
+        if self.user_error not in USER_ERRORS:
+            fail("user_error", f"must be one of {', '.join(USER_ERRORS)}")
+        if self.stage2_objective not in STAGE2_OBJECTIVES:
+            fail("stage2_objective", f"must be one of {', '.join(STAGE2_OBJECTIVES)}")
+        if not 0 <= self.validation_fraction < 1:
+            fail("validation_fraction", "must be in [0, 1)")
+        if self.patience < 0:
+            fail("patience", "must be >= 0")
         if self.similarity_measure not in MEASURES:
             fail("similarity_measure", f"must be one of {', '.join(MEASURES)}")
         if not 0 < self.train_fraction < 1:
@@ -178,8 +208,9 @@ class TrainConfig:
             fail("num_devices", "must be 0 with --strategy=multi_worker (each worker uses all its GPUs, "
                                 "or its CPU)")
         if self.weights not in ("none", "imagenet") and not os.path.isfile(self.weights):
-            fail("weights", "file not found (give Keras' VGG16 notop .h5, imagenet when online, or none)")
-        if self.backbone == "small_cnn" and self.weights != "none":
-            fail("weights", "small_cnn has no pretrained weights; use --weights=none")
+            fail("weights", "file not found (vgg16: Keras' VGG16 notop .h5, or imagenet when online; "
+                            "small_cnn: the .npz that `python -m wsnn.pretrain --out=PATH` writes; or none)")
+        if self.backbone == "small_cnn" and self.weights == "imagenet":
+            fail("weights", "small_cnn has no ImageNet weights; give a `wsnn.pretrain` .npz or none")
         if self.ic_file and not os.path.isfile(self.ic_file):
             fail("ic_file", "file not found")

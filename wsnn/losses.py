@@ -34,6 +34,8 @@ __all__ = [
     "WeaklySupervisedLoss",
 ]
 
+USER_ERRORS = ("l1", "bce")
+
 # Floor for the kernel width sigma: the median squared distance is 0 when most
 # neighbours duplicate their anchor, and exp(-d / 0) would be NaN for d = 0.
 _SIGMA_FLOOR = 1e-12
@@ -378,6 +380,11 @@ class WeaklySupervisedLoss:
         dtype: computation dtype of all terms.
         lambda_vis: weight of L_vis; 1 in the paper, 0 for the ablation
             without it.
+        user_error: the data term L_err: "l1" (eq. 9, the paper's) or "bce"
+            (a documented variant: the logistic loss of stage 1,
+            `keras.losses.BinaryCrossentropy`, i.e. per image the mean over
+            the C tags; with lambda_vis = lambda1 = 0 and lambda2 = 1 it is
+            exactly stage 1's objective).
 
     Raises:
         ValueError: as the three losses do, or for a negative or non-finite
@@ -385,7 +392,9 @@ class WeaklySupervisedLoss:
     """
 
     def __init__(self, tag_similarity, group_size=8, lambda1=1.0, lambda2=1.0,
-                 stop_gradient_through_similarity=True, dtype=None, lambda_vis=1.0):
+                 stop_gradient_through_similarity=True, dtype=None, lambda_vis=1.0, user_error="l1"):
+        if user_error not in USER_ERRORS:
+            raise ValueError(f"user_error must be one of {', '.join(USER_ERRORS)}, got {user_error!r}")
         for name, value in (("lambda1", lambda1), ("lambda2", lambda2), ("lambda_vis", lambda_vis)):
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
@@ -396,7 +405,9 @@ class WeaklySupervisedLoss:
             group_size=group_size, stop_gradient_through_similarity=stop_gradient_through_similarity,
             dtype=dtype)
         self.semantic_dependency = SemanticDependencyLoss(tag_similarity, dtype=dtype)
-        self.user_error = UserErrorSparsityLoss(dtype=dtype)
+        self.user_error_kind = user_error
+        self.user_error = (UserErrorSparsityLoss(dtype=dtype) if user_error == "l1"
+                           else keras.losses.BinaryCrossentropy(dtype=dtype))
 
     def __call__(self, features, tag_probs, user_tags):
         """Computes the three terms and their weighted sum.
@@ -408,7 +419,8 @@ class WeaklySupervisedLoss:
 
         Returns:
             A dict of scalar tensors with keys "total", "visual_consistency",
-            "semantic_dependency" and "user_error" (the unweighted terms).
+            "semantic_dependency" and "user_error" (the unweighted terms;
+            "user_error" is L1 or BCE as chosen).
         """
         visual = self.visual_consistency(features, tag_probs)
         semantic = self.semantic_dependency(user_tags, tag_probs)
@@ -428,6 +440,7 @@ class WeaklySupervisedLoss:
             "lambda1": self.lambda1,
             "lambda2": self.lambda2,
             "lambda_vis": self.lambda_vis,
+            "user_error": self.user_error_kind,
             "stop_gradient_through_similarity": self.visual_consistency.stop_gradient_through_similarity,
             "dtype": self.visual_consistency.dtype,
         }

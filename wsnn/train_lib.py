@@ -52,7 +52,7 @@ import numpy as np
 import tensorflow as tf
 
 from wsnn import config as config_lib
-from wsnn import io_utils, losses, metrics, models, neighbours, prepare, semantics
+from wsnn import diagnostics, io_utils, losses, metrics, models, neighbours, prepare, semantics, tag_sets
 from wsnn.baselines import trivial
 from wsnn.data import dataset as dataset_lib
 from wsnn.data import pipeline
@@ -146,20 +146,38 @@ def load_or_prepare(prepare_config, chief=True, timeout_s=3600):
         time.sleep(1)
 
 
-def split(num_images, task, train_fraction, seed):
-    """Training and evaluation indices of a protocol.
+def split(num_images, task, train_fraction, seed, validation_fraction=0.0):
+    """Training, validation and evaluation indices of a protocol.
 
-    annotation: a seeded `train_fraction` of the images for training, the rest
-    for evaluation; refinement: all images for both.
+    annotation: a seeded `train_fraction` of the images is the training part,
+    the rest is evaluated; the first `validation_fraction` of the training
+    part (in the seeded order) is held out of training as the validation
+    split. refinement: every image is trained on (the paper refines them
+    all); a seeded `validation_fraction` of them is the validation split and
+    the rest is evaluated, so that no evaluated image's labels are read for
+    selection.
+
+    Returns:
+      (train, validation, evaluation) sorted index arrays; validation is
+      empty when `validation_fraction` is 0.
     """
     if task == "refinement":
         everything = np.arange(num_images)
-        return everything, everything
+        count = int(round(validation_fraction * num_images))
+        if validation_fraction and not 0 < count < num_images:
+            raise ValueError(f"--validation_fraction={validation_fraction} leaves no validation or no "
+                             f"evaluation images of {num_images}")
+        valid = np.sort(np.random.default_rng([seed, 2]).permutation(num_images)[:count])
+        return everything, valid, np.setdiff1d(everything, valid)
     order = np.random.default_rng([seed, 1]).permutation(num_images)
     cut = max(1, int(round(train_fraction * num_images)))
     if cut >= num_images:
         raise ValueError(f"--train_fraction={train_fraction} leaves no test images of {num_images}")
-    return np.sort(order[:cut]), np.sort(order[cut:])
+    count = int(round(validation_fraction * cut))
+    if validation_fraction and not 0 < count < cut:
+        raise ValueError(f"--validation_fraction={validation_fraction} leaves no validation or no training "
+                         f"images of the {cut} in the training part")
+    return np.sort(order[count:cut]), np.sort(order[:count]), np.sort(order[cut:])
 
 
 def label_scores(tag_probs, dataset):
@@ -198,8 +216,11 @@ class Trainer:
         if config.batch_size % (config.group_size * replicas):
             raise ValueError(f"--batch_size={config.batch_size}: each of the {replicas} replicas needs whole "
                              f"groups; use a multiple of group_size x replicas = {config.group_size * replicas}")
-        self.train_idx, self.eval_idx = split(dataset.num_images, task, config.train_fraction, config.seed)
+        validation_fraction = config.validation_fraction if dataset.labels is not None else 0.0
+        self.train_idx, self.valid_idx, self.eval_idx = split(
+            dataset.num_images, task, config.train_fraction, config.seed, validation_fraction)
         self.train_set = dataset.subset(self.train_idx)
+        self.valid_set = dataset.subset(self.valid_idx) if len(self.valid_idx) else None
         self.eval_set = dataset.subset(self.eval_idx)
         n = len(self.train_idx)
         self.num_candidates = min(config.num_candidates, n - 1)
@@ -211,28 +232,33 @@ class Trainer:
         channels = config.channels or self._dataset_channels()
         self.train_source = pipeline.ImageSource(self.train_set, config.image_size or None, channels)
         self.eval_source = pipeline.ImageSource(self.eval_set, config.image_size or None, channels)
+        self.valid_source = (pipeline.ImageSource(self.valid_set, config.image_size or None, channels)
+                             if self.valid_set is not None else None)
         self.input_shape = self.train_source.get([0]).shape[1:]
-        self.steps_per_epoch = math.ceil(n / config.batch_size)
+        # Stage 1: every image once; stage 2 (Algorithm 1): every image an anchor once, s/m per step.
+        self.steps_per_epoch = {1: math.ceil(n / config.batch_size),
+                                2: math.ceil(n / (config.batch_size // config.group_size))}
         self.user_tags = self.train_set.user_tags.toarray().astype(np.float32)
 
         tag_similarity, _ = semantics.tag_similarity(
             self.train_set, config.alpha, config.similarity_measure, config.ic_file or None,
             cache_dir=os.path.join(config.workdir, "prepared", "cache"))
-        decay_steps = config.lr_decay_epochs * self.steps_per_epoch
         with strategy.scope():
             keras.utils.set_random_seed(config.seed)
             self.model = models.build_model(config.backbone, dataset.num_tags, self.input_shape, config.weights)
             self.optimizers = [keras.optimizers.SGD(
-                keras.optimizers.schedules.ExponentialDecay(rate, decay_steps, config.lr_decay_factor,
-                                                            staircase=True),
+                keras.optimizers.schedules.ExponentialDecay(rate, config.lr_decay_epochs * self.steps_per_epoch[stage],
+                                                            config.lr_decay_factor, staircase=True),
                 momentum=config.momentum)
-                for rate in (config.learning_rate, config.stage2_learning_rate or config.learning_rate)]
+                for stage, rate in ((1, config.learning_rate),
+                                    (2, config.stage2_learning_rate or config.learning_rate))]
             for optimizer in self.optimizers:
                 optimizer.build(self.model.trainable_variables)
             self.logistic_loss = keras.losses.BinaryCrossentropy()
             self.final_loss = losses.WeaklySupervisedLoss(
                 tag_similarity, config.group_size, config.lambda1, config.lambda2,
-                config.stop_gradient_through_similarity, lambda_vis=config.lambda_vis)
+                config.stop_gradient_through_similarity, lambda_vis=config.lambda_vis,
+                user_error=config.user_error)
         # The position is bookkeeping of the outer loop, not replicated state.
         self.stage = tf.Variable(1, dtype=tf.int64, trainable=False)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
@@ -250,6 +276,10 @@ class Trainer:
         self._build_steps()
         self.step_times = {1: [], 2: []}  # (step seconds, of which building the batch) per step
         self.bank_refresh_times = []
+        # Per-epoch validation scores and diagnostics of both stages (history.json); the best
+        # epoch's weights of the running stage are kept in best/ (see `_select`).
+        self.history = self._read_json("history.json", [])
+        self.epoch_diagnostics = {}
 
     def _dataset_channels(self):
         if self.dataset.image_array is not None:
@@ -261,12 +291,12 @@ class Trainer:
     def _build_steps(self):
         model, strategy = self.model, self.strategy
 
-        def stage1_replica(images, user_tags):
+        def logistic_replica(images, user_tags, optimizer):
             with tf.GradientTape() as tape:
                 tag_probs = model(images, training=True)["tag_probs"]
                 loss = self.logistic_loss(user_tags, tag_probs)
             grads = tape.gradient(loss, model.trainable_variables)
-            self.optimizers[0].apply_gradients(zip(grads, model.trainable_variables))
+            optimizer.apply_gradients(zip(grads, model.trainable_variables))
             return {"loss": loss}
 
         def stage2_replica(images, user_tags):
@@ -285,11 +315,15 @@ class Trainer:
         # converts by code object and finds a lambda by its source line.
         @tf.function
         def stage1_step(images, user_tags):
-            return summed(strategy.run(stage1_replica, args=(images, user_tags)))
+            return summed(strategy.run(logistic_replica, args=(images, user_tags, self.optimizers[0])))
 
         @tf.function
         def stage2_step(images, user_tags):
             return summed(strategy.run(stage2_replica, args=(images, user_tags)))
+
+        @tf.function
+        def multi_cnn_step(images, user_tags):
+            return summed(strategy.run(logistic_replica, args=(images, user_tags, self.optimizers[1])))
 
         spec = tf.TensorSpec([None, *self.input_shape], tf.uint8)
 
@@ -301,8 +335,14 @@ class Trainer:
         def predict(images):
             return model(images, training=False)["tag_probs"]
 
-        self._steps = {1: stage1_step, 2: stage2_step}
-        self._embed, self._predict = embed, predict
+        @tf.function(input_signature=[spec])
+        def features_and_logits(images):
+            features = model(images, training=False)["features"]
+            head = model.get_layer("tag_probs")
+            return features, tf.matmul(features, head.kernel) + head.bias
+
+        self._steps = {1: stage1_step, 2: stage2_step if self.config.stage2_objective == "ours" else multi_cnn_step}
+        self._embed, self._predict, self._features_and_logits = embed, predict, features_and_logits
 
     def _distribute(self, *arrays):
         """Splits a global batch into contiguous per-replica shares (whole groups)."""
@@ -332,9 +372,19 @@ class Trainer:
         return np.concatenate([self.embed(source.get(np.arange(i, min(i + chunk, source.num_images))))
                                for i in range(0, source.num_images, chunk)])
 
+    def validate(self):
+        """The four metrics and the prediction spread of the current model on the validation split
+        (None without one)."""
+        if self.valid_source is None:
+            return None
+        probs = self.predict(self.valid_source)
+        scores = metrics.evaluate(label_scores(probs, self.dataset), self.valid_set.labels,
+                                  label_names=self.dataset.label_names)
+        return dict(scores, **diagnostics.prediction_spread(probs))
+
     def evaluate(self, max_images=None):
         """The four metrics of the current model on the protocol's evaluation images."""
-        if self.dataset.labels is None:
+        if self.dataset.labels is None or max_images == 0:
             return None
         source, labels, idx = self.eval_source, self.eval_set.labels, None
         if max_images and source.num_images > max_images:
@@ -345,8 +395,9 @@ class Trainer:
         probs = self.predict(source)
         return metrics.evaluate(label_scores(probs, self.dataset), labels, label_names=self.dataset.label_names)
 
-    def _epoch_order(self, epoch):
-        return np.random.default_rng([self.config.seed, 0, epoch]).permutation(len(self.train_idx))
+    def _epoch_order(self, epoch, part=0):
+        return np.random.default_rng([self.config.seed, 0, epoch] + ([1, part] if part else [])).permutation(
+            len(self.train_idx))
 
     def _output_dir(self, name):
         """Where this process writes `name`: the task directory (chief) or its scratch directory."""
@@ -356,8 +407,15 @@ class Trainer:
         self.manager.save(checkpoint_number=self._global_step())
 
     def _global_step(self):
-        done = self.config.stage1_epochs * self.steps_per_epoch if int(self.stage) > 1 else 0
-        return done + int(self.epoch) * self.steps_per_epoch + int(self.step_in_epoch)
+        """Steps trained so far, both stages (stage 1 may have stopped early)."""
+        return int(self.optimizers[0].iterations.numpy()) + int(self.optimizers[1].iterations.numpy())
+
+    def _read_json(self, name, default):
+        path = os.path.join(self.dir, name)
+        if not os.path.isfile(path):
+            return default
+        with open(path) as f:
+            return json.load(f)
 
     # ----- the outer loop ---------------------------------------------------------------------
 
@@ -376,8 +434,17 @@ class Trainer:
         elif self.config.warm_start_from:
             self._warm_start(os.path.join(self.config.warm_start_from, self.task))
         if int(self.stage) == 1:
+            if int(self.epoch) == 0 and int(self.step_in_epoch) == 0:
+                self.history = []
+                self._select(1, 0)  # the starting weights (random or pretrained) are epoch 0
             self._run_stage(1, self.config.stage1_epochs, self._stage1_batch)
+            self._restore_best(1)
             self._finish_stage1()
+        if int(self.stage) == 2 and self.config.stage2_objective == "multi_cnn":
+            if int(self.epoch) == 0 and int(self.step_in_epoch) == 0:
+                self._select(2, 0)
+            self._run_stage(2, self.config.stage2_epochs, self._plain_batch)
+            self._end_stage2()
         if int(self.stage) == 2:
             fast = self.config.neighbour_mode == "fast"
             if self.candidates is None:
@@ -389,14 +456,13 @@ class Trainer:
                 shortlist=min(self.config.shortlist, self.num_candidates),
                 extrapolation=self.config.bank_extrapolation)
             if fast:
-                self._refresh_bank(int(self.epoch) * self.steps_per_epoch + int(self.step_in_epoch))
-            if self.chief and int(self.epoch) == 0 and int(self.step_in_epoch) == 0:
-                self._snapshot_neighbours(0)
+                self._refresh_bank(int(self.epoch) * self.steps_per_epoch[2] + int(self.step_in_epoch))
+            if int(self.epoch) == 0 and int(self.step_in_epoch) == 0:
+                if self.chief:
+                    self._snapshot_neighbours(0)
+                self._select(2, 0)  # zero stage-2 epochs (phi_0 itself) is a candidate
             self._run_stage(2, self.config.stage2_epochs, self._stage2_batch)
-            self.stage.assign(3)
-            self.epoch.assign(0)
-            self.step_in_epoch.assign(0)
-            self._save()
+            self._end_stage2()
         digest = weights_digest(self.model)
         print(f"[{self.task}] {self.role}: final weights sha256 {digest}", flush=True)
         if not self.chief:
@@ -409,7 +475,7 @@ class Trainer:
         """Starts stage 2 from another run's phi_0 (same data, split and seed): its weights,
         candidates and Multi-CNN metrics. Stage 1 does not depend on lambda1, lambda2, alpha or
         lambda_vis, so grid search and ablations need not train it again."""
-        files = ("candidates.npy", "stage1_metrics.json", "phi0/ckpt.index")
+        files = ("candidates.npy", "stage1_metrics.json", "phi0/ckpt.index", "history.json")
         missing = [f for f in files if not os.path.isfile(os.path.join(source, f))]
         if missing:
             raise ValueError(f"--warm_start_from: {source} has no finished stage 1 ({', '.join(missing)} missing)")
@@ -421,8 +487,17 @@ class Trainer:
         for name in ("candidates.npy", "stage1_metrics.json", "phi0_features.npz"):
             if self.chief and os.path.isfile(os.path.join(source, name)):
                 shutil.copyfile(os.path.join(source, name), os.path.join(self.dir, name))
+        with open(os.path.join(source, "history.json")) as f:
+            self.history = [r for r in json.load(f) if r["stage"] == 1]
         print(f"[{self.task}] stage 2 starts from phi_0 of {source}", flush=True)
         self.stage.assign(2)
+        self.epoch.assign(0)
+        self.step_in_epoch.assign(0)
+        self._save()
+
+    def _end_stage2(self):
+        self._restore_best(2)
+        self.stage.assign(3)
         self.epoch.assign(0)
         self.step_in_epoch.assign(0)
         self._save()
@@ -433,11 +508,23 @@ class Trainer:
         idx = np.take(order, np.arange(step * s, (step + 1) * s), mode="wrap")
         return self.train_source.get(idx), self.user_tags[idx], idx
 
+    def _plain_batch(self, epoch, step):
+        """Stage-2 steps of the 'Multi-CNN, same budget' baseline: shuffled batches as in stage 1.
+
+        A stage-2 epoch is m passes over the images; pass p of stage-2 epoch e has its own order."""
+        n, s = len(self.train_idx), self.config.batch_size
+        start = step * s
+        positions = np.arange(start, start + s)
+        passes = positions // n
+        idx = np.concatenate([np.take(self._epoch_order(epoch, 1 + int(p)), positions[passes == p] % n)
+                              for p in np.unique(passes)])
+        return self.train_source.get(idx), self.user_tags[idx], idx
+
     def _stage2_batch(self, epoch, step):
         self.batches.set_epoch(epoch)
-        now = epoch * self.steps_per_epoch + step
+        now = epoch * self.steps_per_epoch[2] + step
         if self.batches.bank is not None and now - self.batches.bank_step >= (self.config.bank_refresh_steps
-                                                                               or self.steps_per_epoch):
+                                                                               or self.steps_per_epoch[2]):
             self._refresh_bank(now)
         self.batches.set_step(now)
         return self.batches[step]
@@ -454,11 +541,12 @@ class Trainer:
               f"{self.bank_refresh_times[-1]:.1f} s", flush=True)
 
     def _run_stage(self, stage, epochs, next_batch):
-        config, steps = self.config, self.steps_per_epoch
+        config, steps = self.config, self.steps_per_epoch[stage]
         total = epochs * steps
         start_step = int(self.epoch) * steps + int(self.step_in_epoch)
         started, done_here = time.perf_counter(), 0
         optimizer = self.optimizers[stage - 1]
+        watch = stage == 2 and config.stage2_objective == "ours"
         while int(self.epoch) < epochs:
             epoch = int(self.epoch)
             while int(self.step_in_epoch) < steps:
@@ -470,32 +558,96 @@ class Trainer:
                 elapsed = time.perf_counter() - t0
                 if not all(math.isfinite(v) for v in values.values()):
                     raise NonFiniteLossError(
-                        f"[{self.task}] non-finite loss {values} at stage {stage}, step {self._global_step() + 1}; "
+                        f"[{self.task}] non-finite loss {values} at stage {stage}, step {self._global_step()}; "
                         f"the last good checkpoint is {tf.train.latest_checkpoint(self.checkpoint_dir)}")
                 self.step_times[stage].append((elapsed, t1 - t0))
                 self.step_in_epoch.assign_add(1)
                 done_here += 1
                 global_step = self._global_step()
+                if watch and self.train_set.labels is not None:
+                    self._watch("neighbour_label_share",
+                                diagnostics.neighbour_label_share(idx, self.train_set.labels, config.group_size))
                 if (start_step + done_here) % config.log_every_steps == 0 or done_here == 1:
+                    if watch:
+                        features, logits = self._features_and_logits(tf.constant(images))
+                        for k, v in diagnostics.term_gradient_norms(self.final_loss, features, logits,
+                                                                    user_tags).items():
+                            self._watch(k, v)
                     rate = len(idx) / elapsed
                     eta = (time.perf_counter() - started) / done_here * (total - start_step - done_here)
                     terms = " ".join(f"{k} {v:.4f}" for k, v in values.items())
                     print(f"[{self.task}] stage {stage} epoch {epoch + 1}/{epochs} step {step + 1}/{steps} "
-                          f"{terms} | {rate:.0f} img/s | ETA {_format_eta(eta)}", flush=True)
+                          f"{terms} | {rate:.0f} img/s | ETA {_format_eta(eta)}"
+                          + (" (or less: stops early without validation gains)" if self.valid_source else ""),
+                          flush=True)
                     with self.writer.as_default(step=global_step):
                         for k, v in values.items():
                             tf.summary.scalar(f"stage{stage}/{k}", v)
                         tf.summary.scalar(f"stage{stage}/learning_rate",
                                           float(optimizer.learning_rate))
                         tf.summary.scalar(f"stage{stage}/images_per_second", rate)
-                if stage == 2 and (start_step + done_here) % config.image_summary_every_steps == 1:
+                        for k, v in self.epoch_diagnostics.items():
+                            tf.summary.scalar(f"diagnostics/{k}", v[-1])
+                if watch and (start_step + done_here) % config.image_summary_every_steps == 1:
                     self._neighbour_image(images, global_step)
                 if global_step % config.checkpoint_every_steps == 0:
                     self._save()
             self.epoch.assign_add(1)
             self.step_in_epoch.assign(0)
-            self._epoch_end(stage, epoch)
+            stop = self._epoch_end(stage, epoch)
             self._save()
+            if stop:
+                print(f"[{self.task}] stage {stage}: no better validation mAP for {config.patience} epoch(s); "
+                      "stopping", flush=True)
+                break
+
+    def _watch(self, name, value):
+        self.epoch_diagnostics.setdefault(name, []).append(float(value))
+
+    def _select(self, stage, epoch):
+        """Scores the current weights on the validation split as `stage`'s epoch `epoch`, keeps them
+        in best/ when they are the stage's best so far, and returns whether the stage should stop
+        (`patience` epochs without a better validation mAP). Without a validation split, every epoch
+        is the best (the last one is kept) and nothing stops."""
+        record = {"stage": stage, "epoch": epoch, "step": self._global_step(), "validation": self.validate()}
+        record["diagnostics"] = {k: float(np.mean(v)) for k, v in self.epoch_diagnostics.items()}
+        self.epoch_diagnostics = {}
+        self.history = [r for r in self.history if (r["stage"], r["epoch"]) < (stage, epoch)] + [record]
+        runs = [r for r in self.history if r["stage"] == stage]
+        valid = record["validation"] is not None
+        best = max(runs, key=lambda r: r["validation"]["mAP"]) if valid else record  # first of equals
+        if valid and best is record:
+            tf.train.Checkpoint(model=self.model).write(os.path.join(self._output_dir("best"), "ckpt"))
+        if self.chief:
+            io_utils.write_json(os.path.join(self.dir, "history.json"), self.history)
+        with self.writer.as_default(step=record["step"]):
+            for k, v in (record["validation"] or {}).items():
+                tf.summary.scalar(f"validation/{k}", v)
+            for k, v in record["diagnostics"].items():
+                tf.summary.scalar(f"diagnostics_epoch/{k}", v)
+        if valid:
+            print(f"[{self.task}] stage {stage} epoch {epoch} validation " +
+                  " ".join(f"{k} {v:.3f}" for k, v in record["validation"].items())
+                  + f" (best: epoch {best['epoch']})", flush=True)
+        return valid and self.config.patience > 0 and epoch - best["epoch"] >= self.config.patience
+
+    def best_epoch(self, stage):
+        """The kept epoch of `stage` (by validation mAP; the last one without validation)."""
+        runs = [r for r in self.history if r["stage"] == stage]
+        if not runs:
+            return None
+        if runs[-1]["validation"] is None:
+            return runs[-1]["epoch"]
+        return max(runs, key=lambda r: r["validation"]["mAP"])["epoch"]
+
+    def _restore_best(self, stage):
+        """Loads the weights of `stage`'s best epoch (written by `_select`)."""
+        path = os.path.join(self._output_dir("best"), "ckpt")
+        if self.valid_source is None or self.best_epoch(stage) is None:
+            return
+        tf.train.Checkpoint(model=self.model).read(path).expect_partial()
+        print(f"[{self.task}] stage {stage}: keeping epoch {self.best_epoch(stage)} (best validation mAP)",
+              flush=True)
 
     def neighbours_of(self, anchor):
         """The m-1 candidates of training image `anchor` nearest under the current weights."""
@@ -514,10 +666,13 @@ class Trainer:
         io_utils.write_json(path, snapshots)
 
     def _epoch_end(self, stage, epoch):
-        if not self.chief:
-            return
-        if stage == 2:
+        """Validation (selection), evaluation (monitoring only) and pictures after an epoch; returns
+        whether the stage should stop early."""
+        if stage == 2 and self.chief and self.config.stage2_objective == "ours":
             self._snapshot_neighbours(epoch + 1)
+        stop = self._select(stage, epoch + 1)
+        if not self.chief:
+            return stop
         global_step = self._global_step()
         scores = self.evaluate(self.config.eval_max_images)
         with self.writer.as_default(step=global_step):
@@ -527,8 +682,9 @@ class Trainer:
             if stage == 2:
                 tf.summary.text("refined_tags", self._tag_table(), step=global_step)
         if scores:
-            print(f"[{self.task}] stage {stage} epoch {epoch + 1} " +
+            print(f"[{self.task}] stage {stage} epoch {epoch + 1} evaluated images (monitoring only) " +
                   " ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
+        return stop
 
     def _neighbour_image(self, images, global_step):
         """The first group of the batch (anchor, then its neighbours) side by side (Fig. 4)."""
@@ -588,10 +744,15 @@ class Trainer:
         np.savez(buffer, ids=np.array(self.train_set.ids), tag_names=np.array(self.dataset.tag_names),
                  scores=refined.astype(np.float32))
         io_utils.write_bytes(os.path.join(self.dir, "refined_tags.npz"), buffer.getvalue())
-        lines = ["id\tuser_tags\trefined_tags"]
+        sets = self._tag_sets(refined)
+        chosen = tag_sets.tag_sets(refined, np.array([np.inf if t is None else t for t in sets["thresholds"]]))
+        lines = ["id\tuser_tags\ttag_set\trefined_tags"]
         for i, p in enumerate(refined):
             top = np.argsort(-p, kind="stable")[:self.config.refined_top_k]
+            in_set = np.flatnonzero(chosen[i])
+            in_set = in_set[np.argsort(-p[in_set], kind="stable")]
             lines.append(f"{self.train_set.ids[i]}\t{','.join(self.train_set.tags_of(i))}\t"
+                         f"{','.join(self.dataset.tag_names[j] for j in in_set)}\t"
                          + " ".join(f"{self.dataset.tag_names[j]}:{p[j]:.3f}" for j in top))
         io_utils.write_text(os.path.join(self.dir, "refined_tags.tsv"), "\n".join(lines) + "\n")
 
@@ -599,7 +760,7 @@ class Trainer:
             result = json.load(f)
         result["Ours"] = self.evaluate()
         if self.task == "refinement" and self.dataset.labels is not None:
-            result["UserTags"] = metrics.evaluate(trivial.user_tags_scores(self.train_set), self.train_set.labels,
+            result["UserTags"] = metrics.evaluate(trivial.user_tags_scores(self.eval_set), self.eval_set.labels,
                                                   label_names=self.dataset.label_names)
         timing = {}
         for stage, times in self.step_times.items():
@@ -609,10 +770,15 @@ class Trainer:
         summary = {
             "task": self.task,
             "metrics": result,
-            "steps": {"stage1": self.config.stage1_epochs * self.steps_per_epoch,
-                      "stage2": self.config.stage2_epochs * self.steps_per_epoch,
+            "tag_sets": sets,
+            "selection": {"validation_images": len(self.valid_idx), "criterion": "validation mAP",
+                          "patience": self.config.patience,
+                          "stage1_epoch": self.best_epoch(1), "stage2_epoch": self.best_epoch(2)},
+            "history": self.history,
+            "steps": {"stage1_per_epoch": self.steps_per_epoch[1], "stage2_per_epoch": self.steps_per_epoch[2],
                       "completed": self._global_step_total()},
             "train_images": len(self.train_idx),
+            "validation_images": len(self.valid_idx),
             "eval_images": len(self.eval_idx),
             "timing_this_process": timing,
             "weights_sha256": digest,
@@ -622,6 +788,27 @@ class Trainer:
         summary["export"] = self.export(export_dir, self.config.export_top_k)
         io_utils.write_json(os.path.join(self.dir, "metrics.json"), summary)
         return summary
+
+    def _tag_sets(self, refined):
+        """The tag-set rule (`wsnn.tag_sets`): per-tag thresholds that keep k times the user tags'
+        frequencies, k chosen by validation F1; with its precision, recall and F1 on the evaluated
+        images beside the user tags'."""
+        out = {"rule": "per-tag thresholds keeping k x each tag's user-tag frequency (training images)"}
+        if self.valid_source is not None:
+            k, thresholds, trials = tag_sets.choose_frequency_factor(
+                refined, self.user_tags, self.predict(self.valid_source), self.valid_set.labels,
+                self.dataset.label_to_tag)
+            out.update(factor=k, chosen_on="validation micro-F1", validation_trials=trials)
+        else:
+            k, thresholds = 1.0, tag_sets.frequency_thresholds(refined, self.user_tags, 1.0)
+            out.update(factor=k, chosen_on="default (no validation split)")
+        if self.eval_set.labels is not None:
+            sets = tag_sets.tag_sets(self.predict(self.eval_source), thresholds)
+            out["Ours"] = tag_sets.set_scores(sets, self.eval_set.labels, self.dataset.label_to_tag)
+            out["UserTags"] = tag_sets.set_scores(self.eval_set.user_tags, self.eval_set.labels,
+                                                  self.dataset.label_to_tag)
+        out["thresholds"] = [float(t) if np.isfinite(t) else None for t in thresholds]
+        return out
 
     def export(self, export_dir, top_k=10):
         """Exports the current model as a SavedModel version; returns its path."""
