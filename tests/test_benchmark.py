@@ -18,8 +18,9 @@ def results(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("bench")
     run = subprocess.run(
         [sys.executable, "-m", "wsnn.benchmark", f"--flagfile={os.path.join(ROOT, 'flags', 'smoke.cfg')}",
-         f"--workdir={workdir}", "--seeds=2", "--knn_k=10", "--tagvote_k=50", "--grid_search",
-         "--grid_lambda1=0.1,1", "--grid_lambda2=0.01", "--grid_alpha=1", "--ablation"],
+         f"--workdir={workdir}", "--num_images=120", "--stage1_epochs=1", "--seeds=2", "--knn_k=10",
+         "--tagvote_k=50", "--grid_search", "--grid_lambda1=0,0.1", "--grid_lambda2=0.01,1", "--grid_alpha=1",
+         "--grid_user_error=bce"],
         capture_output=True, text=True, cwd=ROOT, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     with open(workdir / "benchmark" / "results.json") as f:
@@ -28,34 +29,69 @@ def results(tmp_path_factory):
 
 def test_every_method_of_both_protocols_and_mean_std_over_seeds(results):
     _, out, stdout = results
-    assert set(out["table"]["annotation"]) == set(benchmark.ANNOTATION_METHODS)
-    assert set(out["table"]["refinement"]) == set(benchmark.REFINEMENT_METHODS)
+    # Without pretrained weights (--weights=none) the neighbour baselines use phi_0's features alone.
+    pretrained_only = {"KNN (phi_0 features)", "TagVote (phi_0 features)"}
+    assert set(out["table"]["annotation"]) == set(benchmark.ANNOTATION_METHODS) - pretrained_only
+    assert set(out["table"]["refinement"]) == set(benchmark.REFINEMENT_METHODS) - pretrained_only
     for protocol, methods in out["table"].items():
         for method, row in methods.items():
             for metric in benchmark.METRICS:
                 values = [seed[protocol][method][metric] for seed in out["per_seed"]]
                 assert row[metric] == pytest.approx([np.mean(values), np.std(values)])
     assert "| TagCooccur |" in stdout and "### Refinement (mean +- std over 2 seed(s))" in stdout
-    # UserTags scores are the user tags themselves; the same for every seed.
-    user = [seed["refinement"]["UserTags"]["mAP"] for seed in out["per_seed"]]
-    assert user[0] == user[1]
+    # Ours (the paper's L_err, the config's values) and the variant chosen by the bce search; the
+    # same-budget Multi-CNN row is there for both protocols.
+    assert "Multi-CNN (same budget)" in out["per_seed"][0]["annotation"]
 
 
-def test_grid_search_uses_a_validation_split_of_the_training_part(results):
-    _, out, _ = results
-    grid = out["grid_search"]
-    assert len(grid["trials"]) == 2
-    best = max(grid["trials"], key=lambda t: t["validation"]["mAP"])
-    assert grid["chosen"] == {k: best[k] for k in ("lambda1", "lambda2", "alpha")}
-    assert grid["validation_images"] == 10          # 20% of the 48 annotation training images
-    assert out["config"]["lambda1"] in (0.1, 1.0)
-
-
-def test_ablation_and_pictures(results):
+def test_grid_search_is_coarse_to_fine_on_the_validation_split(results):
     workdir, out, _ = results
-    assert set(out["ablation"]) == {"L_vis only", "L_sem only", "L_err only"}
-    for variant in out["ablation"].values():
-        assert set(variant) == {"annotation", "refinement"}
+    grid = out["grid_search"]
+    # lambda2 in {0.01, 1} at lambda1 = 0, then lambda1 = 0.1 at the better lambda2; one alpha.
+    for user_error in ("bce",):
+        trials = [t for t in grid["trials"] if t["user_error"] == user_error]
+        assert [(t["lambda1"], t["lambda2"]) for t in trials[:2]] == [(0.0, 0.01), (0.0, 1.0)]
+        first = benchmark.choose(trials[:2])
+        assert (trials[2]["lambda1"], trials[2]["lambda2"]) == (0.1, first["lambda2"]) and len(trials) == 3
+        best = benchmark.choose(trials)
+        assert grid["chosen"][user_error] == {k: best[k] for k in benchmark.GRID_KEYS}
+        # Each trial keeps its best stage-2 epoch (0 = phi_0 itself) by validation mAP.
+        for t in trials:
+            assert t["validation"]["mAP"] == max(t["validation_per_epoch"])
+    assert grid["validation_images"] == 2           # 10% of the 24 annotation training images
+    assert set(grid["chosen"]) == {"bce"}
+    assert (workdir / "benchmark" / "hparams" / "trial000").is_dir()
+
+
+def test_choose_takes_the_better_validation_trial_and_the_first_of_equals():
+    a = {"name": "a", "validation": {"mAP": 0.4}}
+    b = {"name": "b", "validation": {"mAP": 0.5}}
+    c = {"name": "c", "validation": {"mAP": 0.5}}
+    assert benchmark.choose([a, b])["name"] == "b" and benchmark.choose([b, a])["name"] == "b"
+    assert benchmark.choose([a, b, c])["name"] == "b"
+
+
+def test_search_plan_is_coarse_to_fine():
+    first, then_lambda1, then_alpha = benchmark.search_plan([0, 0.1, 1], [1e-4, 1e-2], [0, 1, 3], [0.005, 0.05])
+    assert [(t["lambda1"], t["lambda2"], t["stage2_learning_rate"], t["alpha"]) for t in first] == [
+        (0, 1e-4, 0.005, 1), (0, 1e-4, 0.05, 1), (0, 1e-2, 0.005, 1), (0, 1e-2, 0.05, 1)]
+    best = dict(first[2])
+    assert [t["lambda1"] for t in then_lambda1(best)] == [0.1, 1]
+    assert then_alpha(best) == []                                      # lambda1 = 0: alpha plays no part
+    assert [t["alpha"] for t in then_alpha(dict(best, lambda1=0.1))] == [0, 3]
+
+
+def test_ablation_variants_switch_off_the_other_terms():
+    variants = benchmark.ablation_variants({"user_error": "bce", "lambda2": 0.01})
+    assert variants["L_vis only"] == dict(lambda_vis=1.0, lambda1=0.0, lambda2=0.0)
+    assert variants["L_sem only"] == dict(lambda_vis=0.0, lambda2=0.0)
+    assert variants["L_err only"] == dict(lambda_vis=0.0, lambda1=0.0)
+    assert variants["L_err (bce) only"] == dict(user_error="bce", lambda2=0.01, lambda_vis=0.0, lambda1=0.0)
+    assert "L_err (bce) only" not in benchmark.ablation_variants(None)
+
+
+def test_pictures(results):
+    workdir, out, _ = results
     for name in ("ap_per_label_annotation.png", "ap_per_label_refinement.png", "dynamic_neighbours.png",
                  "tables.md"):
         assert (workdir / "benchmark" / name).is_file(), name

@@ -83,8 +83,6 @@ class BenchmarkConfig:
             raise ValueError("--rpca_lam must be > 0 and --rpca_max_iter >= 1")
         if self.seeds < 1:
             raise ValueError(f"--seeds={self.seeds}: must be >= 1")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(f"--validation_fraction={self.validation_fraction}: must be in (0, 1)")
         if self.grid_stage2_epochs < 1:
             raise ValueError(f"--grid_stage2_epochs={self.grid_stage2_epochs}: must be >= 1")
         if not set(_strings(self.grid_user_error)) <= {"l1", "bce"} or not _strings(self.grid_user_error):
@@ -247,8 +245,10 @@ def choose(trials):
     return max(trials, key=lambda t: t["validation"]["mAP"])
 
 
-def _coarse_to_fine(lambda1s, lambda2s, alphas, rates):
-    """The search plan: lambda2 x rate at lambda1 = 0, then lambda1, then alpha (see `grid_search`)."""
+def search_plan(lambda1s, lambda2s, alphas, rates):
+    """The coarse-to-fine plan of `grid_search`: a list of trial settings (lambda2 x rate at
+    lambda1 = 0), then two callables that take the best settings so far and return the next trials
+    (lambda1, then alpha when the best lambda1 is not 0)."""
     alpha0 = 1.0 if 1.0 in alphas else alphas[0]
     yield [dict(lambda1=0.0, lambda2=l2, alpha=alpha0, stage2_learning_rate=r) for l2 in lambda2s for r in rates]
     yield lambda best: [dict(best, lambda1=l1) for l1 in lambda1s if l1 != best["lambda1"]]
@@ -269,7 +269,7 @@ def grid_search(config, bench, dataset, strategy):
            "validation_images": None}
     for user_error in _strings(bench.grid_user_error):
         trials, best = [], None
-        for plan in _coarse_to_fine(_floats(bench.grid_lambda1), _floats(bench.grid_lambda2),
+        for plan in search_plan(_floats(bench.grid_lambda1), _floats(bench.grid_lambda2),
                                     _floats(bench.grid_alpha), rates):
             for values in (plan if isinstance(plan, list) else plan({k: best[k] for k in GRID_KEYS[:4]})):
                 values = dict(values, user_error=user_error)
@@ -306,16 +306,21 @@ def _hparams(trials, directory):
             tf.summary.scalar("stage2_epoch", trial["stage2_epoch"], step=0)
 
 
-def ablation(config, dataset, strategy, variant=None):
-    """Each constraint alone (first seed, stage 2 from its phi_0), and the variant's data term alone:
-    the four metrics per protocol."""
+def ablation_variants(variant=None):
+    """{name: config changes}: each constraint alone, and the variant's data term alone."""
     variants = {"L_vis only": dict(lambda_vis=1.0, lambda1=0.0, lambda2=0.0),
                 "L_sem only": dict(lambda_vis=0.0, lambda2=0.0),
                 "L_err only": dict(lambda_vis=0.0, lambda1=0.0)}
     if variant:
         variants["L_err (bce) only"] = dict(variant, lambda_vis=0.0, lambda1=0.0)
+    return variants
+
+
+def ablation(config, dataset, strategy, variant=None):
+    """Each constraint alone (first seed, stage 2 from its phi_0), and the variant's data term alone:
+    the four metrics per protocol."""
     out = {}
-    for name, change in variants.items():
+    for name, change in ablation_variants(variant).items():
         variant_config = dataclasses.replace(config, task="both", seed=0, **change,
                                              workdir=os.path.join(config.workdir, "ablation",
                                                                   name.replace(" ", "_")),

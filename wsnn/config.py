@@ -139,7 +139,8 @@ class TrainConfig:
     checkpoint_every_steps: int = field(200, "Checkpoint every this many steps (and at epoch ends).")
     log_every_steps: int = field(20, "Progress line and scalar summaries every this many steps.")
     image_summary_every_steps: int = field(200, "Anchor-and-neighbours image every this many stage-2 steps.")
-    eval_max_images: int = field(5000, "Per-epoch metrics on at most this many images.")
+    eval_max_images: int = field(5000, "Per-epoch metrics of the evaluated images (monitoring only; "
+                                       "never used for selection) on at most this many images; 0: none.")
     refined_top_k: int = field(10, "Refined tags listed per image in refined_tags.tsv.")
     export_dir: str = field("", "Export the trained tagger as a SavedModel here (a new integer "
                                 "version); default <workdir>/<task>/export.")
@@ -188,9 +189,11 @@ class TrainConfig:
             if getattr(self, name) < 0:
                 fail(name, "must be >= 0")
         for name in ("batch_size", "lr_decay_epochs", "checkpoint_every_steps", "log_every_steps",
-                     "image_summary_every_steps", "eval_max_images", "refined_top_k", "export_top_k"):
+                     "image_summary_every_steps", "refined_top_k", "export_top_k"):
             if getattr(self, name) < 1:
                 fail(name, "must be >= 1")
+        if self.eval_max_images < 0:
+            fail("eval_max_images", "must be >= 0")
         if self.group_size < 2:
             fail("group_size", "must be >= 2 (an anchor and at least one neighbour)")
         if self.batch_size % self.group_size:
