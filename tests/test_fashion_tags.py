@@ -1,9 +1,11 @@
-"""Tests of the FashionTags v1 generator (wsnn.data.fashion_tags) against its specification.
+"""Tests of the FashionTags v2 generator (wsnn.data.fashion_tags) against its specification.
 
-The specification is shared/benchmarks/fashion_tags.md. The tests never read the
-real Fashion-MNIST: they write a tiny fake train split whose every image is one
-constant grey value, so the source image (and its class) behind each cell of a
-generated mosaic can be read back from the PNG.
+The specification is docs/fashion_tags.md. The tests never read the real
+Fashion-MNIST: they write a tiny fake train split (60 images) whose every image
+is one constant grey value, so the source image (and its class) behind each
+cell of a generated mosaic can be read back from the PNG. Its scene pool is
+images 0-49 and its pretraining pool 50-59 (the last 1/6, as 50,000-59,999 of
+the real 60,000).
 """
 
 import collections
@@ -216,7 +218,8 @@ def test_metadata(small, source):
         metadata = json.load(f)
     assert metadata == json.loads(json.dumps(returned))
     assert metadata["name"] == "FashionTags"
-    assert metadata["generator_version"] == 1
+    assert metadata["generator_version"] == 2
+    assert metadata["pools"] == {"scenes": [0, 50], "pretraining": [50, 60]}
     assert metadata["seed"] == 7
     assert metadata["parameters"]["num_images"] == 60
     assert metadata["parameters"]["num_users"] == 400
@@ -254,6 +257,48 @@ def test_reads_back_through_jsonl(small):
         assert ds.tags_of(i) == sorted(set(records[i]["tags"]))
     embedded = load_jsonl(os.path.join(out, "annotations.jsonl"), embed_images=True)
     assert embedded.image_array.shape == (60, 56, 56)
+
+
+def test_pools_follow_the_fixed_rule():
+    assert fashion_tags.pools(60000) == {"scenes": [0, 50000], "pretraining": [50000, 60000]}
+    assert fashion_tags.pools(60) == {"scenes": [0, 50], "pretraining": [50, 60]}
+    assert fashion_tags.pools(600) == {"scenes": [0, 500], "pretraining": [500, 600]}
+
+
+def test_mosaics_never_show_a_pretraining_pool_image(large, small):
+    used = set()
+    for out in [large] + [tree for tree, _ in small.values()]:
+        for record in _annotations(out):
+            used.update(c for c in _cells(out, record) if c is not None)
+    assert max(used) < 50, sorted(used - set(range(50)))
+    # ~4,800 items over 50 scene images: every scene image is used (the pool is not smaller).
+    assert used == set(range(50))
+
+
+def test_pretraining_pool_is_the_last_sixth(source):
+    pool = fashion_tags.pretraining_pool(source)
+    assert pool.start == 50
+    assert pool.images.shape == (10, 28, 28) and pool.images.dtype == np.uint8
+    np.testing.assert_array_equal(pool.images[:, 0, 0], [_value(i) for i in range(50, 60)])
+    np.testing.assert_array_equal(pool.classes, np.arange(50, 60) % 10)
+    assert pool.sha256 == fashion_tags.source_sha256(source)
+    with open(os.path.join(source, IMAGES_FILE), "rb") as f:
+        assert pool.sha256[IMAGES_FILE] == hashlib.sha256(f.read()).hexdigest()
+
+
+def test_class_missing_from_scene_pool(tmp_path):
+    source = str(tmp_path / "src")
+    _write_source(source)
+    # Every sandal (class 5) moved into the pretraining pool: scenes cannot draw one.
+    classes = (np.arange(60) % 10).astype(np.uint8)
+    classes[classes == 5] = 0
+    classes[55] = 5
+    with open(os.path.join(source, LABELS_FILE), "wb") as f:
+        f.write(gzip.compress(_idx((60,), classes.tobytes())))
+    with pytest.raises(DataError) as info:
+        fashion_tags.generate(str(tmp_path / "out"), num_images=5, source_dir=source)
+    assert str(info.value) == (f"{source}: no images of class(es) ['sandal'] in the scene pool "
+                               "(train images 0-49)")
 
 
 def test_regenerate_replaces_output(tmp_path, source):

@@ -1,4 +1,4 @@
-"""FashionTags v1: real Fashion-MNIST photos in small scenes, tagged by simulated users.
+"""FashionTags v2: real Fashion-MNIST photos in small scenes, tagged by simulated users.
 
 The specification is docs/fashion_tags.md. In short: each image is a 2x2 mosaic
 (56x56 grey) of 1-4 Fashion-MNIST items drawn from one of four styles; its
@@ -7,12 +7,19 @@ incompletely (recall), imprecisely (confusable classes, synonyms, hypernyms,
 plurals, capitals), with spurious class words, personal pet tags and junk
 tokens that are not in WordNet.
 
+v2 splits Fashion-MNIST's train split by a fixed rule (not by the seed): the
+first 5/6 (indices 0-49,999) is the scene pool, the only images mosaics use;
+the last 1/6 (50,000-59,999) is the pretraining pool (`pretraining_pool`),
+which `wsnn.pretrain` uses in ImageNet's role and no mosaic ever shows.
+Fashion-MNIST's test split is never read.
+
 The generator is deterministic: one seed gives byte-identical output
 (`numpy.random.Generator(PCG64(seed))`, fixed PNG settings, no timestamps).
 Output is written in the JSONL format (`wsnn.data.jsonl`) and replaces the
 output directory only when complete.
 """
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -26,7 +33,7 @@ from PIL import Image
 from wsnn import io_utils
 from wsnn.data.dataset import DataError
 
-VERSION = 1
+VERSION = 2
 SOURCE_DIR = "/usr/share/datasets/fashion-mnist"
 SOURCE_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
 
@@ -53,6 +60,9 @@ STYLES = {
     "office": {"shirt": 3, "trouser": 3, "bag": 2, "coat": 1, "boot": 0.5},
     "casual": {"sneaker": 3, "t-shirt": 2, "trouser": 2, "pullover": 1, "bag": 1},
 }
+# The last 1/PRETRAINING_POOL_DIVISOR of the train split is the pretraining pool
+# (60,000 images: 50,000-59,999); everything before it is the scene pool.
+PRETRAINING_POOL_DIVISOR = 6
 UNLISTED_WEIGHT = 0.2
 ITEM_COUNTS = (1, 2, 3, 4)
 ITEM_COUNT_PROBS = (0.2, 0.35, 0.3, 0.15)
@@ -97,24 +107,92 @@ def read_idx(path):
     return np.frombuffer(data, np.uint8, offset=offset).reshape(dims)
 
 
-def _read_source(source_dir):
+def _source_paths(source_dir):
     paths = [os.path.join(source_dir, name) for name in SOURCE_FILES]
     for p in paths:
         if not os.path.isfile(p):
             raise DataError(f"{p}: Fashion-MNIST not found; install Debian's package "
                             "(`apt-get install dataset-fashion-mnist`) or pass the directory "
                             "holding train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz")
+    return paths
+
+
+def source_sha256(source_dir=SOURCE_DIR):
+    """The SHA-256 of each Fashion-MNIST source file, by file name.
+
+    Args:
+      source_dir: directory with Fashion-MNIST's gzipped IDX train files.
+
+    Returns:
+      {file name: hex digest} for the two train files.
+
+    Raises:
+      DataError: a file is missing.
+    """
+    hashes = {}
+    for p in _source_paths(source_dir):
+        with open(p, "rb") as f:
+            hashes[os.path.basename(p)] = hashlib.sha256(f.read()).hexdigest()
+    return hashes
+
+
+def pools(num_source):
+    """The scene and pretraining pools of a train split of `num_source` images.
+
+    Args:
+      num_source: images in the source train split (60,000 for Fashion-MNIST).
+
+    Returns:
+      {"scenes": [0, end), "pretraining": [end, num_source)} as [start, stop]
+      lists; end = num_source - num_source // PRETRAINING_POOL_DIVISOR.
+    """
+    end = num_source - num_source // PRETRAINING_POOL_DIVISOR
+    return {"scenes": [0, end], "pretraining": [end, num_source]}
+
+
+def _read_source(source_dir):
+    paths = _source_paths(source_dir)
     images, classes = read_idx(paths[0]), read_idx(paths[1])
     if images.ndim != 3 or images.shape[1:] != (28, 28) or classes.shape != (len(images),):
         raise DataError(f"{source_dir}: expected N x 28 x 28 images and N labels, "
                         f"got {images.shape} and {classes.shape}")
     if classes.max() >= len(LABELS):
         raise DataError(f"{paths[1]}: class {classes.max()} out of range 0-9")
-    hashes = {}
-    for p in paths:
-        with open(p, "rb") as f:
-            hashes[os.path.basename(p)] = hashlib.sha256(f.read()).hexdigest()
-    return images, classes, hashes
+    return images, classes, source_sha256(source_dir)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+    """A contiguous part of Fashion-MNIST's train split.
+
+    Attributes:
+      images: n x 28 x 28 uint8.
+      classes: n uint8 class indices into LABELS.
+      start: the train-split index of images[0] (image i is train image start + i).
+      sha256: the source files' SHA-256 ({file name: hex digest}).
+    """
+
+    images: np.ndarray
+    classes: np.ndarray
+    start: int
+    sha256: dict
+
+
+def pretraining_pool(source_dir=SOURCE_DIR):
+    """The pretraining pool: the train images no FashionTags mosaic uses.
+
+    Args:
+      source_dir: directory with Fashion-MNIST's gzipped IDX train files.
+
+    Returns:
+      A Pool of the train images in pools(N)["pretraining"] (50,000-59,999 of 60,000).
+
+    Raises:
+      DataError: the source is missing or malformed.
+    """
+    images, classes, hashes = _read_source(source_dir)
+    start, stop = pools(len(images))["pretraining"]
+    return Pool(images[start:stop], classes[start:stop], start, hashes)
 
 
 def _make_users(rng):
@@ -162,7 +240,10 @@ def _png(array):
 
 
 def generate(out_dir, num_images=10000, seed=0, source_dir=SOURCE_DIR):
-    """Writes FashionTags v1 to `out_dir` (replaced only when complete).
+    """Writes FashionTags v2 to `out_dir` (replaced only when complete).
+
+    Mosaic items come only from the scene pool (`pools`); the pretraining pool
+    is never used.
 
     Args:
       out_dir: output directory: images/<id>.png, annotations.jsonl,
@@ -177,10 +258,13 @@ def generate(out_dir, num_images=10000, seed=0, source_dir=SOURCE_DIR):
     if num_images < 1:
         raise ValueError(f"num_images must be positive, got {num_images}")
     images, classes, hashes = _read_source(source_dir)
-    by_class = [np.flatnonzero(classes == c) for c in range(len(LABELS))]
+    source_pools = pools(len(images))
+    scene_end = source_pools["scenes"][1]
+    by_class = [np.flatnonzero(classes[:scene_end] == c) for c in range(len(LABELS))]
     missing = [LABELS[c] for c in range(len(LABELS)) if not len(by_class[c])]
     if missing:
-        raise DataError(f"{source_dir}: no images of class(es) {missing}")
+        raise DataError(f"{source_dir}: no images of class(es) {missing} in the scene pool "
+                        f"(train images 0-{scene_end - 1})")
     style_names = sorted(STYLES)
     style_weights = []
     for s in style_names:
@@ -229,6 +313,7 @@ def generate(out_dir, num_images=10000, seed=0, source_dir=SOURCE_DIR):
                            "spurious_rate": SPURIOUS_RATE, "pet_tag_prob": PET_TAG_PROB,
                            "junk_rate": JUNK_RATE, "capital_prob": CAPITAL_PROB},
             "source": {"dataset": "Fashion-MNIST train split", "sha256": hashes},
+            "pools": source_pools,
             "counts": {"images": num_images, "typed_tags": tag_count,
                        "images_per_label": dict(zip(LABELS, class_counts.tolist()))},
         }
