@@ -36,9 +36,7 @@ def main():
     out = {"train_images": len(train_idx), "eval_images": len(eval_idx), "k": args.k}
     for name, weights in (("random", "none"), ("pretrained", args.weights)):
         model = models.build_model("small_cnn", dataset.num_tags, sources[0].get([0]).shape[1:], weights)
-        feats = [np.concatenate([np.asarray(model(s.get(np.arange(i, min(i + 512, s.num_images))),
-                                                  training=False)["features"])
-                                 for i in range(0, s.num_images, 512)]) for s in sources]
+        feats = [models.source_features(model, s) for s in sources]
         tags = knn.knn_scores(feats[0], train.user_tags, feats[1], k=args.k)
         out[f"{name} KNN (user tags)"] = metrics.evaluate(train_lib.label_scores(tags, dataset), evaluated.labels)
         by_label = knn.knn_scores(feats[0], train.labels, feats[1], k=args.k)

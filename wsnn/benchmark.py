@@ -85,8 +85,10 @@ class BenchmarkConfig:
             raise ValueError(f"--seeds={self.seeds}: must be >= 1")
         if self.grid_stage2_epochs < 1:
             raise ValueError(f"--grid_stage2_epochs={self.grid_stage2_epochs}: must be >= 1")
-        if not set(_strings(self.grid_user_error)) <= {"l1", "bce"} or not _strings(self.grid_user_error):
-            raise ValueError(f"--grid_user_error={self.grid_user_error}: a comma-separated list of l1, bce")
+        if not set(_strings(self.grid_user_error)) <= set(config_lib.USER_ERRORS) or not _strings(
+                self.grid_user_error):
+            raise ValueError(f"--grid_user_error={self.grid_user_error}: a comma-separated list of "
+                             f"{', '.join(config_lib.USER_ERRORS)}")
         for name in ("grid_lambda1", "grid_lambda2", "grid_alpha") + (
                 ("grid_learning_rate",) if self.grid_learning_rate else ()):
             try:
@@ -156,26 +158,24 @@ def _evaluate(tag_scores, dataset, labels):
     return result
 
 
-def pretrained_features(config, trainer):
-    """The pretrained backbone's features (the `--weights` file, before any training on tags) of the
-    trainer's training and evaluated images; None without pretrained weights."""
+def pretrained_features(config, dataset):
+    """The pretrained backbone's features (the `--weights` file, before any training on tags) of every
+    image, computed once for all seeds and protocols; None without pretrained weights."""
     if config.weights == "none":
         return None
     from wsnn import models
+    from wsnn.data import pipeline
 
-    model = models.build_model(config.backbone, trainer.dataset.num_tags, trainer.input_shape, config.weights)
-
-    def features(source):
-        return np.concatenate([np.asarray(model(source.get(np.arange(i, min(i + 512, source.num_images))),
-                                                training=False)["features"])
-                               for i in range(0, source.num_images, 512)])
-    return {"train": features(trainer.train_source), "eval": features(trainer.eval_source)}
+    source = pipeline.ImageSource(dataset, config.image_size or None, config.channels or None)
+    model = models.build_model(config.backbone, dataset.num_tags, source.get([0]).shape[1:], config.weights)
+    return models.source_features(model, source)
 
 
-def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=None):
+def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=None, pretrained=None):
     """All methods of both protocols for one seed; returns {protocol: {method: result}}.
 
-    `variant`: the settings of the "Ours (bce)" row (from the grid search), or None."""
+    `variant`: the settings of the "Ours (bce)" row (from the grid search), or None. `pretrained`:
+    `pretrained_features` of every image, or None."""
     config = dataclasses.replace(config, seed=seed, workdir=os.path.join(config.workdir, f"seed{seed}"),
                                  save_stage1_features=True, task="both")
     results = {}
@@ -198,8 +198,8 @@ def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=
             rows[name] = dict(_evaluate(other_trainer.predict(other_trainer.eval_source), dataset, labels),
                               seconds=use.seconds, peak_mib=use.mib,
                               stage2_epoch=other_summary["selection"]["stage2_epoch"])
-        pretrained = pretrained_features(config, trainer)
-        visual = pretrained if pretrained is not None else phi0
+        visual = phi0 if pretrained is None else {"train": pretrained[trainer.train_idx],
+                                                  "eval": pretrained[trainer.eval_idx]}
 
         def add(name, fn):
             with PeakMemory() as use:
@@ -218,7 +218,7 @@ def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=
             k = min(bench.knn_k, train_set.num_images)
             add("KNN", lambda: knn.knn_scores(visual["train"], train_set.user_tags, visual["eval"], k=k))
             add("TagVote", lambda: tagvote_scores(visual, False))
-            if pretrained is not None:
+            if visual is not phi0:
                 add("KNN (phi_0 features)", lambda: knn.knn_scores(phi0["train"], train_set.user_tags,
                                                                   phi0["eval"], k=k))
                 add("TagVote (phi_0 features)", lambda: tagvote_scores(phi0, False))
@@ -231,7 +231,7 @@ def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=
             add_refined("UserTags", lambda: train_set.user_tags.toarray().astype(np.float32))
             add_refined("TagCooccur", lambda: tagcooccur.tagcooccur_scores(train_set.user_tags))
             add_refined("TagVote", lambda: tagvote_scores(visual, True))
-            if pretrained is not None:
+            if visual is not phi0:
                 add_refined("TagVote (phi_0 features)", lambda: tagvote_scores(phi0, True))
             add_refined("RPCA", lambda: rpca.rpca_refine(train_set.user_tags, features=visual["train"],
                                                          tag_similarity=tag_similarity_fn(train_set, config),
@@ -454,7 +454,8 @@ def run(config, prepare_config, bench):
         return semantics.tag_similarity(train_set, cfg.alpha, cfg.similarity_measure, cfg.ic_file or None,
                                         cache_dir=os.path.join(config.workdir, "prepared", "cache"))[0]
 
-    per_seed = [run_seed(config, bench, dataset, seed, strategy, similarity, variant)
+    pretrained = pretrained_features(config, dataset)
+    per_seed = [run_seed(config, bench, dataset, seed, strategy, similarity, variant, pretrained)
                 for seed in range(bench.seeds)]
     results["per_seed"] = per_seed
     results["table"] = aggregate(per_seed)

@@ -27,14 +27,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from wsnn.config import USER_ERRORS
+
 __all__ = [
     "VisualConsistencyLoss",
     "SemanticDependencyLoss",
     "UserErrorSparsityLoss",
     "WeaklySupervisedLoss",
 ]
-
-USER_ERRORS = ("l1", "bce")
 
 # Floor for the kernel width sigma: the median squared distance is 0 when most
 # neighbours duplicate their anchor, and exp(-d / 0) would be NaN for d = 0.

@@ -378,9 +378,12 @@ class Trainer:
         if self.valid_source is None:
             return None
         probs = self.predict(self.valid_source)
-        scores = metrics.evaluate(label_scores(probs, self.dataset), self.valid_set.labels,
-                                  label_names=self.dataset.label_names)
-        return dict(scores, **diagnostics.prediction_spread(probs))
+        return dict(self._label_metrics(probs, self.valid_set), **diagnostics.prediction_spread(probs))
+
+    def _label_metrics(self, tag_probs, subset):
+        """The four metrics of tag probabilities P of `subset`'s images against its labels."""
+        return metrics.evaluate(label_scores(tag_probs, self.dataset), subset.labels,
+                                label_names=self.dataset.label_names)
 
     def evaluate(self, max_images=None):
         """The four metrics of the current model on the protocol's evaluation images."""
@@ -744,8 +747,10 @@ class Trainer:
         np.savez(buffer, ids=np.array(self.train_set.ids), tag_names=np.array(self.dataset.tag_names),
                  scores=refined.astype(np.float32))
         io_utils.write_bytes(os.path.join(self.dir, "refined_tags.npz"), buffer.getvalue())
-        sets = self._tag_sets(refined)
-        chosen = tag_sets.tag_sets(refined, np.array([np.inf if t is None else t for t in sets["thresholds"]]))
+        # The evaluated images are predicted once, for the metrics and the tag sets.
+        eval_probs = self.predict(self.eval_source) if self.eval_set.labels is not None else None
+        sets, thresholds = self._tag_sets(refined, eval_probs)
+        chosen = tag_sets.tag_sets(refined, thresholds)
         lines = ["id\tuser_tags\ttag_set\trefined_tags"]
         for i, p in enumerate(refined):
             top = np.argsort(-p, kind="stable")[:self.config.refined_top_k]
@@ -758,7 +763,7 @@ class Trainer:
 
         with open(os.path.join(self.dir, "stage1_metrics.json")) as f:
             result = json.load(f)
-        result["Ours"] = self.evaluate()
+        result["Ours"] = None if eval_probs is None else self._label_metrics(eval_probs, self.eval_set)
         if self.task == "refinement" and self.dataset.labels is not None:
             result["UserTags"] = metrics.evaluate(trivial.user_tags_scores(self.eval_set), self.eval_set.labels,
                                                   label_names=self.dataset.label_names)
@@ -789,10 +794,14 @@ class Trainer:
         io_utils.write_json(os.path.join(self.dir, "metrics.json"), summary)
         return summary
 
-    def _tag_sets(self, refined):
+    def _tag_sets(self, refined, eval_probs):
         """The tag-set rule (`wsnn.tag_sets`): per-tag thresholds that keep k times the user tags'
         frequencies, k chosen by validation F1; with its precision, recall and F1 on the evaluated
-        images beside the user tags'."""
+        images (their probabilities `eval_probs`, or None without labels) beside the user tags'.
+
+        Returns:
+          (the record for metrics.json, the C thresholds).
+        """
         out = {"rule": "per-tag thresholds keeping k x each tag's user-tag frequency (training images)"}
         if self.valid_source is not None:
             k, thresholds, trials = tag_sets.choose_frequency_factor(
@@ -802,13 +811,13 @@ class Trainer:
         else:
             k, thresholds = 1.0, tag_sets.frequency_thresholds(refined, self.user_tags, 1.0)
             out.update(factor=k, chosen_on="default (no validation split)")
-        if self.eval_set.labels is not None:
-            sets = tag_sets.tag_sets(self.predict(self.eval_source), thresholds)
+        if eval_probs is not None:
+            sets = tag_sets.tag_sets(eval_probs, thresholds)
             out["Ours"] = tag_sets.set_scores(sets, self.eval_set.labels, self.dataset.label_to_tag)
             out["UserTags"] = tag_sets.set_scores(self.eval_set.user_tags, self.eval_set.labels,
                                                   self.dataset.label_to_tag)
         out["thresholds"] = [float(t) if np.isfinite(t) else None for t in thresholds]
-        return out
+        return out, thresholds
 
     def export(self, export_dir, top_k=10):
         """Exports the current model as a SavedModel version; returns its path."""
