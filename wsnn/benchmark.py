@@ -273,7 +273,7 @@ def grid_search(config, bench, dataset, strategy):
                                     _floats(bench.grid_alpha), rates):
             for values in (plan if isinstance(plan, list) else plan({k: best[k] for k in GRID_KEYS[:4]})):
                 values = dict(values, user_error=user_error)
-                name = "_".join(f"{k}{v:g}" if isinstance(v, float) else f"{v}" for k, v in values.items())
+                name = "_".join(f"{k}={v:g}" if isinstance(v, float) else f"{v}" for k, v in values.items())
                 trial_config = dataclasses.replace(base, **values, warm_start_from=phi0.workdir,
                                                    workdir=os.path.join(base.workdir, name))
                 trainer, summary, usage = _train(trial_config, dataset, "annotation", strategy)
