@@ -42,6 +42,7 @@ def test_every_method_of_both_protocols_and_mean_std_over_seeds(results):
     # Ours (the paper's L_err, the config's values) and the variant chosen by the bce search; the
     # same-budget Multi-CNN row is there for both protocols.
     assert "Multi-CNN (same budget)" in out["per_seed"][0]["annotation"]
+    assert "Multi-CNN (true labels)" not in out["per_seed"][0]["refinement"]
 
 
 def test_grid_search_is_coarse_to_fine_on_the_validation_split(results):
@@ -102,3 +103,19 @@ def test_bad_benchmark_flag():
     run = subprocess.run([sys.executable, "-m", "wsnn.benchmark", "--seeds=0"], capture_output=True, text=True,
                          cwd=ROOT, check=False)
     assert run.returncode == 2 and "--seeds=0: must be >= 1" in run.stderr
+
+
+def test_true_label_tags_replace_the_user_tags_by_the_labels_tags():
+    import scipy.sparse
+
+    from wsnn.data.dataset import TaggedImageSet
+
+    dataset = TaggedImageSet(ids=["a", "b", "c"], tag_names=["dog", "sky", "cat"],
+                             user_tags=scipy.sparse.csr_matrix(np.array([[1, 1, 0], [0, 0, 0], [0, 1, 1]])),
+                             image_array=np.zeros((3, 4, 4), np.uint8),
+                             labels=np.array([[0, 1, 1], [1, 0, 0], [0, 0, 1]], np.uint8),
+                             label_names=["cat", "dog", "tree"], label_to_tag=[2, 0, -1])
+    upper = benchmark.true_label_tags(dataset)
+    # a: labels dog (tag 0) and tree (no tag); b: cat (tag 2); c: tree only -> no tag.
+    np.testing.assert_array_equal(upper.user_tags.toarray(), [[1, 0, 0], [0, 0, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(dataset.user_tags.toarray(), [[1, 1, 0], [0, 0, 0], [0, 1, 1]])

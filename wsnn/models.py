@@ -48,6 +48,12 @@ from wsnn.config import BACKBONES
 
 _VGG_MEAN_BGR = (103.939, 116.779, 123.68)
 HEAD = "tag_probs"
+# Keras's default 0.99 moves the moving statistics 1% a step: the small CNN's
+# activations have a variance near 1e-3 while the moving variance starts at 1,
+# so inference-mode outputs (phi_0 features, per-epoch metrics, neighbour
+# embeddings) were far off for the first few hundred steps of a run from
+# scratch. At 0.9 the start is forgotten within ~50 steps.
+_BN_MOMENTUM = 0.9
 
 
 def _small_cnn(x):
@@ -56,7 +62,8 @@ def _small_cnn(x):
         for i in range(2):
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
                                     name=f"conv{block + 1}_{i + 1}")(x)
-            x = keras.layers.BatchNormalization(synchronized=True, name=f"bn{block + 1}_{i + 1}")(x)
+            x = keras.layers.BatchNormalization(
+                synchronized=True, momentum=_BN_MOMENTUM, name=f"bn{block + 1}_{i + 1}")(x)
             x = keras.layers.ReLU()(x)
         if block < 2:
             x = keras.layers.MaxPooling2D(name=f"pool{block + 1}")(x)

@@ -25,7 +25,7 @@ import scipy.sparse
 __all__ = ["FACTORS", "frequency_thresholds", "tag_sets", "set_scores", "choose_frequency_factor"]
 
 # The frequency factors tried on the validation split.
-FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
+FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 
 
 def _dense(x):
