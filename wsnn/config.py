@@ -58,6 +58,7 @@ BACKBONES = ("small_cnn", "vgg16")
 MEASURES = ("lin", "jcn", "res")
 NEIGHBOUR_MODES = ("exact", "fast")
 STRATEGIES = ("mirrored", "multi_worker")
+MAX_LEARNING_RATE = 10.0
 USER_ERRORS = ("l1", "bce")
 STAGE2_OBJECTIVES = ("ours", "multi_cnn")
 
@@ -148,6 +149,9 @@ class TrainConfig:
     warm_start_from: str = field("", "Start stage 2 from the phi_0 of another run's workdir (same data, "
                                      "split and seed) instead of training stage 1; this run's own "
                                      "checkpoint still wins.")
+    overwrite: bool = field(False, "Start fresh: remove this run's task directories (checkpoints, "
+                                   "outputs) and TensorBoard logs first; the prepared data and "
+                                   "export versions elsewhere stay.")
     save_stage1_features: bool = field(False, "Save phi_0's features of the training and evaluation "
                                               "images and its evaluation tag probabilities "
                                               "(phi0_features.npz) for the benchmark's baselines.")
@@ -200,9 +204,16 @@ class TrainConfig:
             fail("batch_size", f"must be a multiple of --group_size={self.group_size}")
         if self.group_size >= self.num_candidates:
             fail("group_size", f"must be smaller than --num_candidates={self.num_candidates} (m < M)")
-        for name in ("learning_rate", "stage2_learning_rate", "lambda_vis", "lambda1", "lambda2", "alpha", "lr_decay_factor", "momentum"):
+        for name in ("stage2_learning_rate", "lambda_vis", "lambda1", "lambda2", "alpha", "lr_decay_factor",
+                     "momentum"):
             if not getattr(self, name) >= 0:
                 fail(name, "must be >= 0")
+        # A rate of 0 trains nothing; above MAX_LEARNING_RATE SGD diverges at once (the NaN stop
+        # would end the run after the first step anyway).
+        if not 0 < self.learning_rate <= MAX_LEARNING_RATE:
+            fail("learning_rate", f"must be in (0, {MAX_LEARNING_RATE:g}]")
+        if self.stage2_learning_rate > MAX_LEARNING_RATE:
+            fail("stage2_learning_rate", f"must be 0 (= --learning_rate) or in (0, {MAX_LEARNING_RATE:g}]")
         if self.num_devices < 0:
             fail("num_devices", "must be >= 0")
         if self.strategy not in STRATEGIES:

@@ -1,14 +1,42 @@
-"""Atomic file and directory writes: a killed run never leaves a half-written output.
+"""Atomic writes, output permissions, the workdir lock and stale temp clean-up.
 
 Every output is written under a temporary name in the same directory and then
-renamed over the target, which is atomic on POSIX file systems.
+renamed over the target, which is atomic on POSIX file systems. Temporary
+files and directories honour the umask once renamed (files 0644, directories
+0755 under umask 022), so that another account (TF Serving) can read them;
+`tempfile` alone would leave them 0600 / 0700. A run holds `workdir_lock`
+while it writes, so two runs never share a workdir, and `remove_stale_temps`
+clears what a killed run left.
 """
 
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import shutil
 import tempfile
+
+TEMP_MARKERS = (".tmp-", ".old-")
+LOCK_FILE = ".wsnn.lock"
+
+
+class WorkdirBusy(RuntimeError):
+    """Another process holds the workdir's lock."""
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(parent, prefix):
+    """A new temporary directory in `parent` with the umask's permissions (not mkdtemp's 0700)."""
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
 
 
 def write_bytes(path, data):
@@ -17,6 +45,7 @@ def write_bytes(path, data):
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -46,8 +75,7 @@ def atomic_directory(path):
     """
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".tmp-", dir=parent)
+    tmp = make_temp_dir(parent, "." + os.path.basename(path) + ".tmp-")
     try:
         yield tmp
     except BaseException:
@@ -61,3 +89,50 @@ def atomic_directory(path):
     os.rename(tmp, path)
     if old:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_temps(directory):
+    """Removes what killed writers left in `directory` (names starting with "." and holding
+    ".tmp-" or ".old-"); call only while holding the workdir's lock. Returns the names removed."""
+    removed = []
+    if not os.path.isdir(directory):
+        return removed
+    for name in sorted(os.listdir(directory)):
+        if name.startswith(".") and any(marker in name for marker in TEMP_MARKERS):
+            path = os.path.join(directory, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            removed.append(name)
+    return removed
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir):
+    """Holds an exclusive lock on `workdir` (its .wsnn.lock file holds the owner's PID).
+
+    The lock is an flock: the kernel drops it when the process ends, however it
+    ends, so a killed run never leaves the workdir locked.
+
+    Raises:
+      WorkdirBusy: another process holds it; the message names its PID.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise WorkdirBusy(f"{os.path.abspath(workdir)} is in use by another wsnn run (PID {owner}); "
+                              "wait for it to end or use another --workdir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -11,6 +11,7 @@ timings, and, when labels exist, the RandomGuess and UserTags scores.
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -68,6 +69,56 @@ class PrepareConfig:
             raise ValueError(f"--num_images={self.num_images}: must be positive")
 
 
+# PrepareConfig fields that name a path: compared as real paths (a trailing slash, a relative
+# spelling or a symlink to the same place is the same setting).
+_PATH_FIELDS = ("data_dir", "nuswide_image_dir", "wordnet_cache")
+
+
+def settings(config):
+    """The settings that decide the prepared data: every field but the workdir (where it is
+    written is not what it is), paths resolved."""
+    out = dataclasses.asdict(config)
+    del out["workdir"]
+    for name in _PATH_FIELDS:
+        if out[name]:
+            out[name] = os.path.realpath(out[name])
+    return out
+
+
+def _source_root(config):
+    if config.source == "fashion_tags":
+        return config.data_dir or fashion_tags.SOURCE_DIR
+    return config.data_dir if os.path.isdir(config.data_dir) else os.path.dirname(config.data_dir) or "."
+
+
+def source_fingerprint(config):
+    """SHA-256 of the path, size and modification time of every file under the source.
+
+    The source is the Fashion-MNIST directory (fashion_tags), the data_dir
+    directory (mirflickr, nuswide, a jsonl directory) or the directory of the
+    annotations file (jsonl), so that images beside it count; the workdir is
+    skipped when it lies inside. Sizes and times, not contents: one stat per
+    file (seconds for NUS-WIDE's 270k images, where hashing would take
+    minutes); an edit that keeps both size and time is not noticed.
+    """
+    root = os.path.realpath(_source_root(config))
+    skip = os.path.realpath(config.workdir)
+    digest = hashlib.sha256()
+    if not os.path.isdir(root):
+        return digest.hexdigest()
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if os.path.realpath(os.path.join(directory, d)) != skip)
+        for name in sorted(files):
+            path = os.path.join(directory, name)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue  # a dangling link; the importer reports missing images
+            digest.update(f"{os.path.relpath(path, root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode(
+                "utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
 def _fashion_tags_dir(config):
     return os.path.join(config.workdir, f"fashion_tags_v{fashion_tags.VERSION}")
 
@@ -117,6 +168,9 @@ def prepare(config):
         start = time.perf_counter()
         generate_fashion_tags(config)
         timings["generate_s"] = time.perf_counter() - start
+    # Taken before the import: a source edited during it looks changed next time (prepared again)
+    # rather than unchanged.
+    fingerprint = source_fingerprint(config)
     start = time.perf_counter()
     raw = import_raw(config)
     timings["import_s"] = time.perf_counter() - start
@@ -125,7 +179,8 @@ def prepare(config):
     dataset = normalize.normalize(raw, wordnet, config.min_tag_fraction)
     timings["normalize_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    dataset.info["prepare_config"] = dataclasses.asdict(config)
+    dataset.info["prepare_settings"] = settings(config)
+    dataset.info["source_fingerprint"] = fingerprint
     manifest = dataset_lib.save(dataset, os.path.join(config.workdir, "prepared"))
     dataset.info["content_hash"] = manifest["content_hash"]
     timings["save_s"] = time.perf_counter() - start

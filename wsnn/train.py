@@ -38,13 +38,18 @@ def main(argv):
         print(f"wsnn.train: config error: {e}", file=sys.stderr)
         return 2
     # Imported here so that a config error is reported before TensorFlow loads.
+    import tensorflow as tf
+
     from wsnn import train_lib
 
     # Progress goes to stdout; TensorFlow's per-step INFO lines would drown it.
     logging.set_verbosity(logging.WARNING)
     try:
         results = train_lib.run(config, prepare_config, FLAGS)
-    except (ValueError, RuntimeError, wordnet_lib.WordNetUnavailable) as e:
+    except (ValueError, RuntimeError, FloatingPointError, OSError, tf.errors.OpError,
+            wordnet_lib.WordNetUnavailable) as e:
+        # Bad data, a busy or changed workdir, a NaN/Inf loss, a workdir that cannot be written:
+        # one line, and what was already saved stays (every output is written atomically).
         print(f"wsnn.train: error: {e}", file=sys.stderr)
         return 1
     if None in results.values():

@@ -37,6 +37,7 @@ selected neighbours after each stage-2 epoch), export/<version>/ (the
 SavedModel; see `wsnn.export`); summaries in `<workdir>/tensorboard/<task>/`.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -56,6 +57,13 @@ from wsnn import diagnostics, io_utils, losses, metrics, models, neighbours, pre
 from wsnn.baselines import trivial
 from wsnn.data import dataset as dataset_lib
 from wsnn.data import pipeline
+
+
+IDENTITY_FILE = "data_identity.json"
+
+
+class DataChanged(ValueError):
+    """A task directory holds checkpoints or outputs of other data."""
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -120,8 +128,11 @@ def weights_digest(model):
 def load_or_prepare(prepare_config, chief=True, timeout_s=3600):
     """The prepared dataset in `<workdir>/prepared`, made if missing or stale.
 
-    Other workers than the chief never prepare: they wait up to `timeout_s`
-    for the chief to write it (the workdir must be shared by all workers).
+    Stale: prepared with other settings (`prepare.settings`: paths resolved,
+    the workdir itself not a setting) or from a source that changed since
+    (`prepare.source_fingerprint`). Other workers than the chief never
+    prepare: they wait up to `timeout_s` for the chief to write it (the
+    workdir must be shared by all workers).
     """
     directory = os.path.join(prepare_config.workdir, "prepared")
     manifest = os.path.join(directory, "manifest.json")
@@ -129,10 +140,14 @@ def load_or_prepare(prepare_config, chief=True, timeout_s=3600):
     while True:
         if os.path.isfile(manifest):
             dataset = dataset_lib.load(directory)
-            if dataset.info.get("prepare_config") == dataclasses.asdict(prepare_config):
+            if dataset.info.get("prepare_settings") != prepare.settings(prepare_config):
+                stale = "data settings changed"
+            elif dataset.info.get("source_fingerprint") != prepare.source_fingerprint(prepare_config):
+                stale = "the source files changed"
+            else:
                 return dataset
             if chief:
-                print(f"data settings changed since {directory} was written: preparing again", flush=True)
+                print(f"{stale} since {directory} was written: preparing again", flush=True)
         if chief:
             dataset, timings = prepare.prepare(prepare_config)
             print(prepare.format_report(dataset, timings, {}), flush=True)
@@ -268,6 +283,10 @@ class Trainer:
                 model=self.model, stage1_optimizer=self.optimizers[0], stage2_optimizer=self.optimizers[1],
                 stage=self.stage, epoch=self.epoch, step_in_epoch=self.step_in_epoch)
         self.checkpoint_dir = os.path.join(self.dir, "checkpoints")
+        self.identity = dict(dataset_lib.identity(dataset), num_images=dataset.num_images,
+                             num_tags=dataset.num_tags)
+        if self.chief:
+            self._check_identity()
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self._output_dir("checkpoints"), max_to_keep=3 if self.chief else 1)
         self.writer = (tf.summary.create_file_writer(os.path.join(config.workdir, "tensorboard", task))
@@ -406,8 +425,35 @@ class Trainer:
         """Where this process writes `name`: the task directory (chief) or its scratch directory."""
         return os.path.join(self.dir if self.chief else self.scratch, name)
 
+    def _check_identity(self):
+        """Refuses a task directory whose checkpoints or outputs come from other data (or whose
+        data is unknown); records this data's identity in a fresh one."""
+        path = os.path.join(self.dir, IDENTITY_FILE)
+        fresh = " start fresh with another --workdir or with --overwrite"
+        if not os.path.isfile(path):
+            if tf.train.latest_checkpoint(self.checkpoint_dir) or os.path.isfile(
+                    os.path.join(self.dir, "metrics.json")):
+                raise DataChanged(f"{self.dir}: has checkpoints but no {IDENTITY_FILE}, so the data they "
+                                  f"were trained on is unknown;{fresh}")
+            io_utils.write_json(path, self.identity)
+            return
+        old = self._read_json(IDENTITY_FILE, {})
+        if old.get("vocabulary_hash") != self.identity["vocabulary_hash"]:
+            what = (f"the tag vocabulary changed ({old.get('num_tags')} tags then, {self.identity['num_tags']} "
+                    "now, or the same count with other names)")
+        elif old.get("data_hash") != self.identity["data_hash"]:
+            what = (f"the images, tags or labels changed ({old.get('num_images')} images then, "
+                    f"{self.identity['num_images']} now)")
+        else:
+            return
+        raise DataChanged(f"{self.dir} was trained on other data: {what};{fresh}")
+
     def _save(self):
-        self.manager.save(checkpoint_number=self._global_step())
+        """Saves a checkpoint numbered by the steps trained, and always above the last one (after
+        a selection restores earlier weights, the step count can go back)."""
+        latest = self.manager.latest_checkpoint
+        last = int(latest.rsplit("-", 1)[1]) if latest else -1
+        self.manager.save(checkpoint_number=max(self._global_step(), last + 1))
 
     def _global_step(self):
         """Steps trained so far, both stages (stage 1 may have stopped early)."""
@@ -429,6 +475,12 @@ class Trainer:
         none starts stage 2 from `config.warm_start_from` (another run's
         phi_0), and only a run with neither trains stage 1.
         """
+        done = self._read_json("metrics.json", None)
+        if done is not None:
+            # metrics.json is written last: the run is finished (its data checked in __init__).
+            print(f"[{self.task}] already done: outputs in {self.dir} (metrics.json, refined_tags.tsv), export "
+                  f"{done.get('export')}; to train again use --overwrite or another --workdir", flush=True)
+            return done if self.chief else None
         latest = tf.train.latest_checkpoint(self.checkpoint_dir)  # every worker resumes from the chief's
         if latest:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
@@ -482,6 +534,11 @@ class Trainer:
         missing = [f for f in files if not os.path.isfile(os.path.join(source, f))]
         if missing:
             raise ValueError(f"--warm_start_from: {source} has no finished stage 1 ({', '.join(missing)} missing)")
+        theirs = os.path.join(source, IDENTITY_FILE)
+        if os.path.isfile(theirs):
+            with open(theirs) as f:
+                if json.load(f).get("data_hash") != self.identity["data_hash"]:
+                    raise DataChanged(f"--warm_start_from: {source} was trained on other data than this run's")
         candidates = self.candidates = np.load(os.path.join(source, "candidates.npy"))
         if len(candidates) != len(self.train_idx):
             raise ValueError(f"--warm_start_from: {source} has candidates for {len(candidates)} training "
@@ -781,12 +838,13 @@ class Trainer:
                           "stage1_epoch": self.best_epoch(1), "stage2_epoch": self.best_epoch(2)},
             "history": self.history,
             "steps": {"stage1_per_epoch": self.steps_per_epoch[1], "stage2_per_epoch": self.steps_per_epoch[2],
-                      "completed": self._global_step_total()},
+                      "completed": self._global_step()},
             "train_images": len(self.train_idx),
             "validation_images": len(self.valid_idx),
             "eval_images": len(self.eval_idx),
             "timing_this_process": timing,
             "weights_sha256": digest,
+            "data_identity": self.identity,
         }
         export_dir = os.path.join(self.config.export_dir, self.task) if self.config.export_dir else (
             os.path.join(self.dir, "export"))
@@ -826,9 +884,6 @@ class Trainer:
         return export_lib.export(self.model, self.dataset.tag_names, self.input_shape[0], self.input_shape[-1],
                                  export_dir, top_k)
 
-    def _global_step_total(self):
-        return int(self.optimizers[0].iterations.numpy()) + int(self.optimizers[1].iterations.numpy())
-
 
 def format_table(results):
     """The closing table: UserTags, Multi-CNN (phi_0) and ours for each task."""
@@ -853,14 +908,37 @@ def run(config, prepare_config, flag_values=None):
     chief, role = worker_role(strategy)
     print(f"{strategy.num_replicas_in_sync} replica(s) in sync; this process ({role}): "
           f"{', '.join(d for d in strategy.extended.worker_devices)}", flush=True)
-    dataset = load_or_prepare(prepare_config, chief)
     tasks = ("annotation", "refinement") if config.task == "both" else (config.task,)
-    results = {}
-    for task in tasks:
-        trainer = Trainer(config, dataset, task, strategy)
+    # The chief holds the workdir (the other workers write only into scratch directories).
+    with io_utils.workdir_lock(config.workdir) if chief else contextlib.nullcontext():
         if chief:
-            config_lib.write_config(config, trainer.dir, flag_values)
-            io_utils.write_json(os.path.join(trainer.dir, "prepare_config.json"),
-                                dataclasses.asdict(prepare_config))
-        results[task] = trainer.run()
+            _clean_workdir(config, tasks)
+        dataset = load_or_prepare(prepare_config, chief)
+        results = {}
+        for task in tasks:
+            trainer = Trainer(config, dataset, task, strategy)
+            if chief:
+                config_lib.write_config(config, trainer.dir, flag_values)
+                io_utils.write_json(os.path.join(trainer.dir, "prepare_config.json"),
+                                    dataclasses.asdict(prepare_config))
+            results[task] = trainer.run()
     return results
+
+
+def _clean_workdir(config, tasks):
+    """Under the workdir's lock: --overwrite removes the tasks' directories and TensorBoard logs;
+    temp files and directories that killed runs left are removed."""
+    for task in tasks:
+        if config.overwrite:
+            for path in (os.path.join(config.workdir, task), os.path.join(config.workdir, "tensorboard", task)):
+                if os.path.isdir(path):
+                    print(f"--overwrite: removing {path}", flush=True)
+                    shutil.rmtree(path)
+    export_root = config.export_dir or None
+    directories = [config.workdir]
+    for task in tasks:
+        task_dir = os.path.join(config.workdir, task)
+        directories += [task_dir, os.path.join(export_root, task) if export_root else os.path.join(task_dir, "export")]
+    for directory in directories:
+        for name in io_utils.remove_stale_temps(directory):
+            print(f"removed {os.path.join(directory, name)} (left by a killed run)", flush=True)

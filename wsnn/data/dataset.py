@@ -191,6 +191,29 @@ def from_tag_lists(ids, tag_lists, **kwargs):
     return TaggedImageSet(ids=ids, tag_names=vocab, user_tags=user_tags, **kwargs)
 
 
+def identity(dataset):
+    """The data a model is trained on, as two SHA-256 hex digests.
+
+    "data_hash" covers every image's id, path or pixels, user tags and labels,
+    and the label names and mapping; "vocabulary_hash" the tag names in order
+    (the meaning of the model's output columns). `info` (reports, settings,
+    where the data was prepared) is left out: the same data prepared again
+    has the same identity.
+    """
+    digest = hashlib.sha256()
+    meta = [dataset.ids, dataset.tag_names, dataset.label_names, dataset.label_to_tag.tolist(),
+            dataset.image_paths, dataset.users]
+    digest.update(json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+    arrays = [dataset.user_tags.indptr.astype(np.int64), dataset.user_tags.indices.astype(np.int64)]
+    arrays += [a for a in (dataset.labels, dataset.image_array) if a is not None]
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode("ascii"))
+        digest.update(memoryview(array).cast("B"))
+    vocabulary = hashlib.sha256("\n".join(dataset.tag_names).encode("utf-8")).hexdigest()
+    return {"data_hash": digest.hexdigest(), "vocabulary_hash": vocabulary}
+
+
 def _sha256(path):
     digest = hashlib.sha256()
     with open(path, "rb") as f:
