@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -140,3 +141,54 @@ def test_cli_skips_bad_files_and_reports_model_errors(exported, tmp_path):
         ours = [line for line in err.splitlines() if line.startswith("wsnn.annotate:")]
         assert run.returncode == 2, err
         assert len(ours) == 1 and ours[0].startswith("wsnn.annotate: error: --model=") and message in ours[0]
+
+
+def test_files_over_the_limit_or_not_decodable_are_skipped(exported, tmp_path):
+    root, expected = exported
+    Image.new("1", (13000, 13000)).save(tmp_path / "huge.png")           # about 20 KB
+    Image.fromarray(np.zeros((SIZE, SIZE, 3), np.uint8)).save(tmp_path / "a.tif")
+    Image.new("CMYK", (SIZE, SIZE), (0, 50, 100, 0)).save(tmp_path / "cmyk.jpg", "JPEG")
+    good = str(root / "images" / "a.png")
+    args = [good, str(tmp_path / "huge.png"), str(tmp_path / "a.tif"), str(tmp_path / "cmyk.jpg")]
+    results, failures = annotate.annotate(str(root / "export"), args, top_k=2)
+    assert [r["image"] for r in results] == [good, str(tmp_path / "cmyk.jpg")]
+    _check(results[:1], expected, 2)
+    assert failures == [
+        annotate.Failure(str(tmp_path / "huge.png"), "image is 13000 x 13000 pixels (width x height), "
+                         "more than the limit of 40000000 pixels", "skipped"),
+        annotate.Failure(str(tmp_path / "a.tif"), "cannot read the image size: not a JPEG, PNG, GIF, BMP or "
+                         "WebP file", "skipped")]
+    # The limit comes from the export's metadata.
+    small = export.export(_model(), TAGS, SIZE, 3, str(tmp_path / "small"), max_pixels=SIZE * SIZE - 1)
+    results, failures = annotate.annotate(small, [good])
+    assert results == [] and failures[0].reason == (
+        f"image is {SIZE} x {SIZE} pixels (width x height), more than the limit of {SIZE * SIZE - 1} pixels")
+
+
+def test_damaged_model_is_one_line_naming_the_file_and_status_2(exported, tmp_path):
+    root, _ = exported
+    image = str(root / "images" / "a.png")
+    for name in ("cut", "json", "short"):
+        shutil.copytree(root / "export" / "1", tmp_path / name)
+    data = tmp_path / "cut" / "variables" / "variables.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+    # The CLI once printed a 42-line traceback with status 1 for this one.
+    cut = _cli(f"--model={tmp_path / 'cut'}", image)
+    # main() prints a ValueError from annotate() as one line and returns 2.
+    metadata_path = tmp_path / "json" / "assets" / "wsnn.json"
+    metadata_path.write_text(metadata_path.read_text()[:30])
+    with pytest.raises(ValueError, match=f"^{re.escape(str(metadata_path))}: not valid JSON \\("):
+        annotate.annotate(str(tmp_path / "json"), [image])
+    metadata_path = tmp_path / "short" / "assets" / "wsnn.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata["tag_names"] = metadata["tag_names"][:2]
+    metadata_path.write_text(json.dumps(metadata))
+    with pytest.raises(ValueError, match=f"^{re.escape(str(metadata_path))}: lists 2 tag names, but the model "
+                                         f"outputs {len(TAGS)} probabilities"):
+        annotate.annotate(str(tmp_path / "short"), [image])
+
+    out, err = cut.communicate(timeout=120)
+    assert cut.returncode == 2 and out == "", err
+    lines = [line for line in err.splitlines() if line.startswith("wsnn.annotate:") or "Traceback" in line]
+    assert lines == [f"wsnn.annotate: error: {data}: cannot load the SavedModel (IndexError: Read less bytes "
+                     "than requested); export it again"], err

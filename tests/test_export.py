@@ -3,16 +3,18 @@
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from wsnn import export, models
-from wsnn.data import pipeline
+from wsnn.data import images, pipeline
 
 TAGS = ["dog", "cat", "sky", "sea", "boot"]
 
@@ -109,3 +111,77 @@ def test_truncated_or_missing_saved_model_is_a_clear_error(exported, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="neither a SavedModel"):
         export.load(str(tmp_path / "empty"))
+
+
+def test_metadata_records_the_pixel_limit(exported, tmp_path):
+    model, directory, path = exported
+    assert json.load(open(os.path.join(path, "assets", "wsnn.json")))["max_pixels"] == 40_000_000
+    small = export.export(model, TAGS, 8, 1, str(tmp_path / "e"), max_pixels=64)
+    assert export.read_metadata(small)["max_pixels"] == 64
+
+
+def _huge_png():
+    """13000 x 13000 pixels in about 20 KB."""
+    buffer = io.BytesIO()
+    Image.new("1", (13000, 13000)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_serving_signature_refuses_images_over_the_limit_before_decoding(exported, tmp_path):
+    model, directory, path = exported
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    huge = _huge_png()
+    limit = "image is 13000 x 13000 pixels (width x height), more than the limit of 40000000 pixels"
+    # The whole file, and its first 64 bytes (a decode would fail on the missing pixel data).
+    for data in (huge, huge[:64]):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(limit)) as info:
+            serve(image_bytes=tf.constant([_png(np.zeros((8, 8), np.uint8)), data]))
+        assert images.error_message(info.value) == limit    # as wsnn.annotate reports it
+    # A limit given at export: 8 x 8 = 64 pixels pass, 9 x 8 do not.
+    small = tf.saved_model.load(export.export(model, TAGS, 8, 1, str(tmp_path / "e"), max_pixels=64))
+    out = small.signatures["serving_default"](image_bytes=tf.constant([_png(np.zeros((8, 8), np.uint8))]))
+    assert out["probabilities"].shape == (1, len(TAGS))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
+            "image is 9 x 8 pixels (width x height), more than the limit of 64 pixels")):
+        small.signatures["serving_default"](image_bytes=tf.constant([_png(np.zeros((8, 9), np.uint8))]))
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"tag_names": ["dog"', "not valid JSON (Expecting ',' delimiter at line 1 column 21)"),
+    ("", "not valid JSON (Expecting value at line 1 column 1)"),
+    ('["dog"]', "expected a JSON object, got list"),
+    ('{"image_size": 8, "channels": 1, "top_k": 3}', "'tag_names' must be a non-empty list of strings"),
+    ('{"tag_names": ["dog"], "image_size": "8", "channels": 1, "top_k": 3}', "'image_size' must be a positive"),
+    ('{"tag_names": ["dog"], "image_size": 8, "channels": 2, "top_k": 3}', "'channels' must be 1 or 3"),
+    ('{"tag_names": ["dog"], "image_size": 8, "channels": 1, "top_k": 3, "max_pixels": 0}',
+     "'max_pixels' must be a positive integer"),
+])
+def test_bad_metadata_is_one_error_naming_the_file(exported, tmp_path, text, message):
+    _, directory, _ = exported
+    shutil.copytree(os.path.join(str(directory), "1"), tmp_path / "1")
+    (tmp_path / "1" / "assets" / "wsnn.json").write_text(text)
+    with pytest.raises(ValueError) as info:
+        export.load(str(tmp_path))
+    assert str(info.value).startswith(f"{tmp_path / '1' / 'assets' / 'wsnn.json'}: {message}")
+
+
+def test_metadata_without_max_pixels_gets_the_default(exported, tmp_path):
+    # Exports made before the pixel limit.
+    _, directory, _ = exported
+    shutil.copytree(os.path.join(str(directory), "1"), tmp_path / "1")
+    metadata_path = tmp_path / "1" / "assets" / "wsnn.json"
+    metadata = json.loads(metadata_path.read_text())
+    del metadata["max_pixels"]
+    metadata_path.write_text(json.dumps(metadata))
+    assert export.read_metadata(str(tmp_path / "1"))["max_pixels"] == 40_000_000
+
+
+def test_cut_variables_file_is_one_error_naming_it(exported, tmp_path):
+    _, directory, _ = exported
+    shutil.copytree(os.path.join(str(directory), "1"), tmp_path / "1")
+    data = tmp_path / "1" / "variables" / "variables.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+    with pytest.raises(ValueError) as info:
+        export.load(str(tmp_path))
+    assert str(info.value) == (f"{data}: cannot load the SavedModel (IndexError: Read less bytes than "
+                               "requested); export it again")

@@ -5,8 +5,10 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
+from wsnn.data import images
 from wsnn.data.dataset import DataError
 from wsnn.data.jsonl import load_jsonl
 
@@ -103,8 +105,35 @@ def test_embed_images_needs_one_shape(tmp_path):
     path = _make_root(tmp_path, [{"image": "img/a.png"}, {"image": "img/big.png"}])
     Image.fromarray(np.zeros((5, 4), np.uint8)).save(str(path.parent / "img" / "big.png"))
     assert load_jsonl(str(path)).ids == ["img/a.png", "img/big.png"]
-    with pytest.raises(DataError, match="different shapes"):
+    with pytest.raises(DataError) as info:
         load_jsonl(str(path), embed_images=True)
+    img = path.parent / "img"
+    assert str(info.value) == (f"cannot embed images of different sizes ({img / 'a.png'} is 4 x 4, "
+                               f"{img / 'big.png'} is 4 x 5; width x height); embed only collections "
+                               "whose images share one size")
+
+
+def test_embed_images_names_grey_and_colour_examples(tmp_path):
+    path = _make_root(tmp_path, [{"image": "img/a.png"}, {"image": "img/rgb.png"}, {"image": "img/b.png"}])
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(str(path.parent / "img" / "rgb.png"))
+    with pytest.raises(DataError) as info:
+        load_jsonl(str(path), embed_images=True)
+    img = path.parent / "img"
+    assert str(info.value) == (f"cannot embed grey and colour images together: 2 grey (e.g. {img / 'a.png'}), "
+                               f"1 colour (e.g. {img / 'rgb.png'}); embed only collections of one kind")
+
+
+def test_embedded_16_bit_png_equals_tensorflows_decode(tmp_path):
+    path = _make_root(tmp_path, [{"image": "img/a.png"}, {"image": "img/deep.png"}])
+    values = np.array([[0, 255, 256, 1000], [3000, 20000, 40000, 65535]] * 2, np.uint16)
+    deep = Image.new("I;16", (4, 4))
+    deep.frombytes(values.astype("<u2").tobytes())
+    deep.save(str(path.parent / "img" / "deep.png"))
+    ds = load_jsonl(str(path), embed_images=True)
+    served = tf.io.decode_image((path.parent / "img" / "deep.png").read_bytes(), channels=1)
+    np.testing.assert_array_equal(ds.image_array[1], served.numpy()[..., 0])
+    # TensorFlow keeps the high byte; Pillow's conversion clipped these to 255.
+    np.testing.assert_array_equal(ds.image_array[1], values >> 8)
 
 
 def test_blank_lines_skipped(tmp_path):
@@ -144,6 +173,11 @@ GOOD = {"image": "img/a.png", "tags": ["ok"]}
     ({"image": "img/b.png", "id": ["b"]}, "'id' must be a string or an integer"),
     ({"image": "img/b.png", "user": {"name": "x"}}, "'user' must be a string or an integer"),
     ({"image": "img/b.png", "id": True}, "'id' must be a string or an integer"),
+    ({"image": "img/b.png", "id": "b\tc"}, "id 'b\\tc' holds a tab or line break, which would break "
+                                           "refined_tags.tsv"),
+    ({"image": "img/b.png", "id": "b\nc"}, "id 'b\\nc' holds a tab or line break"),
+    ({"image": "img/b.png", "id": "b\u2028c"}, "holds a tab or line break"),
+    ({"image": "img/b\u0000.png"}, "'image' holds a NUL character: 'img/b\\x00.png'"),
 ])
 def test_bad_line(tmp_path, line, message):
     path = _make_root(tmp_path, [GOOD, line], labels=["sea", "sky"])
@@ -154,6 +188,24 @@ def test_bad_line(tmp_path, line, message):
     text = str(info.value)
     assert text.startswith(f"{path}:2: ")
     assert message in text
+
+
+def test_tab_in_image_path_refused_as_default_id(tmp_path):
+    path = _make_root(tmp_path, [GOOD, {"image": "img/t\tb.png"}])
+    _write_png(str(path.parent / "img" / "t\tb.png"), 1)
+    with pytest.raises(DataError) as info:
+        load_jsonl(str(path))
+    assert str(info.value) == (f"{path}:2: image path (the default id) 'img/t\\tb.png' holds a tab or line "
+                               "break, which would break refined_tags.tsv")
+
+
+def test_byte_order_mark_accepted(tmp_path):
+    path = _make_root(tmp_path, [])
+    path.write_bytes("\ufeff".encode("utf-8") + json.dumps(FULL[0]).encode("utf-8") + b"\n")
+    (path.parent / "labels.txt").write_bytes("\ufeffsea\nsky\n".encode("utf-8"))
+    ds = load_jsonl(str(path))
+    assert ds.ids == ["beach-001"] and ds.label_names == ["sea", "sky"]
+    np.testing.assert_array_equal(ds.labels, [[1, 1]])
 
 
 def test_absolute_image_path_elsewhere(tmp_path):
@@ -274,6 +326,31 @@ def test_corrupt_image_strict(tmp_path):
         load_jsonl(str(path), strict=True)
     assert str(info.value).startswith(f"{path}:2: corrupt image ")
     assert str(path.parent / "img" / "bad.png") in str(info.value)
+
+
+def test_images_tensorflow_cannot_use_are_corrupt(tmp_path):
+    # Pillow reads all three; TensorFlow decodes the CMYK JPEG but not the TIFF,
+    # and the 13000 x 13000 PNG (about 20 KB) is over the pixel limit.
+    lines = [{"image": f"img/{n}"} for n in ("a.png", "cmyk.jpg", "b.tif", "huge.png")]
+    path = _make_root(tmp_path, lines)
+    img = path.parent / "img"
+    Image.new("CMYK", (4, 4), (0, 50, 100, 0)).save(str(img / "cmyk.jpg"), "JPEG")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(str(img / "b.tif"))
+    Image.new("1", (13000, 13000)).save(str(img / "huge.png"))
+    ds = load_jsonl(str(path))
+    assert ds.ids == ["img/a.png", "img/cmyk.jpg"]
+    assert ds.info["corrupt_images"] == 2
+    assert ds.info["corrupt_examples"] == [
+        f"{path}:3: corrupt image {img / 'b.tif'} (cannot read the image size: not a JPEG, PNG, GIF, BMP "
+        "or WebP file)",
+        f"{path}:4: corrupt image {img / 'huge.png'} (image is 13000 x 13000 pixels (width x height), "
+        f"more than the limit of {images.MAX_PIXELS} pixels)"]
+    with pytest.raises(DataError) as info:
+        load_jsonl(str(path), strict=True)
+    assert str(info.value).startswith(f"{path}:3: corrupt image {img / 'b.tif'} ")
+    # The limit is an argument: one pixel under the 4 x 4 images skips all of them.
+    with pytest.raises(DataError, match="every image is corrupt, e.g. .*more than the limit of 15 pixels"):
+        load_jsonl(str(path), max_pixels=15)
 
 
 def test_all_images_corrupt_is_an_error(tmp_path):

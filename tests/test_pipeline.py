@@ -150,3 +150,29 @@ def test_corrupt_and_missing_files_raise_data_error_naming_them(tmp_path):
         source.get([0, 1])
     with pytest.raises(DataError, match="gone.png"):
         source.get([2])
+
+
+def test_grey_from_colour_files_equals_grey_from_colour_arrays(tmp_path):
+    # One RGB-to-grey conversion for files (training from paths, serving) and
+    # embedded arrays; TensorFlow's own decoder used libpng's weights for files.
+    image = _random_images((6, 6, 3), seed=9)
+    (tmp_path / "a.png").write_bytes(_encode(image, "PNG"))
+    from_file = ImageSource(_path_set(tmp_path, ["a.png"]), image_size=6, channels=1).get([0])
+    from_array = ImageSource(_array_set(image[np.newaxis]), channels=1).get([0])
+    np.testing.assert_array_equal(from_file, from_array)
+
+
+def test_grey_model_reads_cmyk_jpeg_gif_and_bmp_files(tmp_path):
+    # TensorFlow's decoder refuses channels=1 for these; training used to stop on them.
+    image = _random_images((6, 6, 3), seed=10)
+    buffer = io.BytesIO()
+    Image.fromarray(image).convert("CMYK").save(buffer, "JPEG")
+    (tmp_path / "cmyk.jpg").write_bytes(buffer.getvalue())
+    (tmp_path / "g.gif").write_bytes(_encode(image, "GIF"))
+    (tmp_path / "b.bmp").write_bytes(_encode(image, "BMP"))
+    names = ["cmyk.jpg", "g.gif", "b.bmp"]
+    dataset = _path_set(tmp_path, names)
+    grey = ImageSource(dataset, image_size=6, channels=1).get([0, 1, 2])
+    rgb = ImageSource(dataset, image_size=6, channels=3).get([0, 1, 2])
+    np.testing.assert_array_equal(rgb[2], image)     # BMP is lossless
+    np.testing.assert_array_equal(grey, ImageSource(_array_set(rgb), channels=1).get([0, 1, 2]))

@@ -206,6 +206,8 @@ def test_candidate_dims_searches_in_principal_components(tmp_path, two_cpu_strat
     ("--shortlist=6", "--shortlist=6: needs --neighbour_mode=fast"),
     ("--strategy=multi_worker", "--num_devices=2: must be 0 with --strategy=multi_worker"),
     ("--strategy=parameter_server", "--strategy=parameter_server: must be one of mirrored, multi_worker"),
+    ("--learning_rate=0", "--learning_rate=0.0: must be in (0, 10]"),
+    ("--learning_rate=1e30", "--learning_rate=1e+30: must be in (0, 10]"),
 ])
 def test_config_errors_fail_before_any_work(tmp_path, flag, message):
     workdir = tmp_path / "run"

@@ -6,10 +6,14 @@
 Arguments are files, directories (every file with an image extension, .jpg
 .jpeg .png .gif .bmp, found recursively) and glob patterns (`**` recurses);
 each expands in sorted order, and a file named twice is annotated once. Every
-file is first decoded with PIL; a corrupt or non-image file is reported on
-stderr and skipped. The others are sent, as raw file bytes in batches, to the
-model's `serving_default` signature, so they are decoded and resized exactly
-as TF Serving would.
+file is first checked with the decoder that training and serving use
+(`wsnn.data.images.decode`) and the export's pixel limit (`max_pixels` in
+assets/wsnn.json, read from the file's header before decoding); a corrupt,
+non-image or too large file is reported on stderr and skipped. The others
+are sent, as raw file bytes in batches, to the model's `serving_default`
+signature, so they are decoded and resized exactly as TF Serving would.
+
+Loading a SavedModel runs the ops of its graph: use only models you trust.
 
 Tags per image: the `--top_k` most probable (default 5, at most the
 vocabulary size; taken from the full probabilities, so not limited by the
@@ -23,7 +27,8 @@ the threshold shows `-`.
 
 Exit status: 0 if every input was annotated; 1 if a file was skipped or an
 argument matched no file (the other images are still printed); 2 for a usage
-or model error (no images given, a missing or incomplete SavedModel).
+or model error (no images given; a missing, incomplete or damaged SavedModel
+or assets/wsnn.json), printed as one line naming the file.
 """
 
 import collections
@@ -43,7 +48,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 FORMATS = ("table", "json", "jsonl")
 
 # A path that could not be annotated. `kind` is "unmatched" (an argument that
-# names no image file) or "skipped" (a file that does not decode).
+# names no image file) or "skipped" (a file that does not decode, or is over
+# the pixel limit).
 Failure = collections.namedtuple("Failure", "path reason kind")
 
 
@@ -99,32 +105,39 @@ def expand_paths(args):
     return files, failures
 
 
-def check_files(paths, workers=8):
-    """Decodes every file with PIL (in threads); returns (good paths, Failures)."""
+def check_files(paths, max_pixels=images_lib.MAX_PIXELS, workers=8):
+    """`images_lib.decode_error` of every file (in threads); returns (good paths, Failures)."""
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        errors = list(pool.map(images_lib.decode_error, paths))
+        errors = list(pool.map(lambda p: images_lib.decode_error(p, max_pixels), paths))
     good = [p for p, e in zip(paths, errors) if e is None]
     return good, [Failure(p, e, "skipped") for p, e in zip(paths, errors) if e is not None]
 
 
 def load_model(model_path):
-    """`export.load`, also checking for the serving_default signature.
+    """`export.load`, also checking the serving_default signature against the metadata.
 
     Raises:
-      ValueError: no SavedModel at `model_path`, an incomplete one, or one
-        without serving_default.
+      ValueError: no SavedModel at `model_path`, an incomplete or damaged
+        one, one without serving_default, or an assets/wsnn.json that is bad
+        or lists another number of tags than the model outputs.
     """
     loaded, metadata = export.load(model_path)
     if "serving_default" not in loaded.signatures:
         raise ValueError(f"--model={model_path}: the SavedModel has no serving_default signature")
+    num_tags = loaded.signatures["serving_default"].structured_outputs["probabilities"].shape[-1]
+    if num_tags != len(metadata["tag_names"]):
+        path = os.path.join(export.resolve_version_dir(model_path), "assets", export.METADATA)
+        raise ValueError(f"{path}: lists {len(metadata['tag_names'])} tag names, but the model outputs "
+                         f"{num_tags} probabilities; export the model again")
     return loaded, metadata
 
 
 def predict_files(loaded, paths, batch_size=32):
     """Tag probabilities of image files through the serving_default signature.
 
-    A batch that TensorFlow cannot decode (PIL reads more formats, e.g. TIFF)
-    is retried one file at a time, so only the undecodable files are lost.
+    A batch that the model's graph refuses (e.g. an export made by an older
+    wsnn, whose graph decoded differently from `check_files`) is retried one
+    file at a time, so only the files it refuses are lost.
 
     Args:
       loaded: a SavedModel from `export.load`.
@@ -158,17 +171,11 @@ def predict_files(loaded, paths, batch_size=32):
                 rows.append(run([path]))
                 ok.append(i)
             except tf.errors.InvalidArgumentError as e:
-                failures.append(Failure(path, f"TensorFlow cannot decode it ({_op_error(e)})", "skipped"))
+                failures.append(Failure(path, f"the model cannot decode it ({images_lib.error_message(e)})",
+                                        "skipped"))
     num_tags = int(serve.structured_outputs["probabilities"].shape[-1])
     probabilities = np.concatenate(rows) if rows else np.zeros((0, num_tags), np.float32)
     return probabilities, ok, failures
-
-
-def _op_error(error):
-    """The op's own message from a TensorFlow error, without graph locations."""
-    lines = [line for line in error.message.splitlines() if line.strip() and not line.startswith(
-        ("Graph execution error", "Detected at node", "<stack traces", "\t", " "))]
-    return lines[-1] if lines else type(error).__name__
 
 
 def select_tags(probabilities, tag_names, top_k=5, threshold=0.0):
@@ -200,7 +207,8 @@ def annotate(model_path, paths, top_k=5, threshold=0.0, batch_size=32):
     Returns:
       (results, failures): a {"image": path, "tags": [{"tag", "score"}]}
       dict per annotated file, in input order, and a Failure for each
-      argument that matched nothing and each file that did not decode.
+      argument that matched nothing and each file that did not decode or is
+      over the export's pixel limit.
 
     Raises:
       ValueError: bad options, no paths, or no usable SavedModel.
@@ -217,7 +225,7 @@ def annotate(model_path, paths, top_k=5, threshold=0.0, batch_size=32):
     loaded, metadata = load_model(model_path)
     tag_names = metadata["tag_names"]
     files, failures = expand_paths(paths)
-    good, skipped = check_files(files)
+    good, skipped = check_files(files, metadata["max_pixels"])
     probabilities, ok, undecodable = predict_files(loaded, good, batch_size)
     failures += skipped + undecodable
     top_k = min(top_k, len(tag_names))
@@ -262,7 +270,8 @@ def run():
     """Console-script entry point."""
     from absl import app, flags
 
-    flags.DEFINE_string("model", None, "An export directory (highest version) or one version directory.")
+    flags.DEFINE_string("model", None, "An export directory (highest version) or one version directory; "
+                                       "loading runs its graph, so use only models you trust.")
     flags.DEFINE_integer("top_k", 5, "Most probable tags printed per image.")
     flags.DEFINE_float("threshold", 0.0, "If > 0, print every tag with probability >= this instead of top_k.")
     flags.DEFINE_enum("format", "table", FORMATS, "Output: table, json (one array) or jsonl.")

@@ -524,8 +524,9 @@ def main(argv):
 
     logging.set_verbosity(logging.WARNING)
     try:
-        results = run(config, prepare_config, bench)
-    except (ValueError, RuntimeError) as e:
+        with io_utils.workdir_lock(config.workdir):
+            results = run(config, prepare_config, bench)
+    except (ValueError, RuntimeError, FloatingPointError, OSError) as e:
         print(f"wsnn.benchmark: error: {e}", file=sys.stderr)
         return 1
     print(open(os.path.join(config.workdir, "benchmark", "tables.md")).read())

@@ -20,12 +20,13 @@ import time
 from absl import app, flags, logging
 
 from wsnn import config as config_lib
+from wsnn import io_utils
 from wsnn import wordnet as wordnet_lib
 from wsnn.config import field
 from wsnn.baselines import trivial
 from wsnn import metrics
 from wsnn.data import dataset as dataset_lib
-from wsnn.data import fashion_tags, images, jsonl, mirflickr, normalize, nuswide
+from wsnn.data import fashion_tags, normalize
 
 SOURCES = ("fashion_tags", "mirflickr", "nuswide", "jsonl")
 
@@ -48,6 +49,9 @@ class PrepareConfig:
                                       "sets of one image size; always on for fashion_tags).")
     mirflickr_labels: str = field("r1", "MIRFlickr labels: r1 (the paper's 14) or potential (24).")
     mirflickr_tags: str = field("processed", "MIRFlickr tags: processed (meta/tags) or raw.")
+    max_pixels: int = field(dataset_lib.MAX_PIXELS, "Images of more pixels (width x height, read from "
+                                                   "the file's header) count as corrupt; the export's "
+                                                   "serving signature and wsnn.annotate use the same limit.")
     nuswide_image_dir: str = field("", "NUS-WIDE image directory (default <data_dir>/Flickr).")
     wordnet_cache: str = field("", "Cache for WordNet built from Debian's files (default "
                                    "~/.cache/wsnn).")
@@ -65,6 +69,8 @@ class PrepareConfig:
             raise ValueError(f"--mirflickr_tags={self.mirflickr_tags}: must be processed or raw")
         if not 0 <= self.min_tag_fraction < 1:
             raise ValueError(f"--min_tag_fraction={self.min_tag_fraction}: must be in [0, 1)")
+        if self.max_pixels < 1:
+            raise ValueError(f"--max_pixels={self.max_pixels}: must be positive")
         if self.num_images < 1:
             raise ValueError(f"--num_images={self.num_images}: must be positive")
 
@@ -140,24 +146,28 @@ def generate_fashion_tags(config):
 
 def import_raw(config):
     """Runs the importer of `config.source`; returns the raw TaggedImageSet."""
+    # Imported here: the image check loads TensorFlow, which a config error should not wait for.
+    from wsnn.data import images, jsonl, mirflickr, nuswide
+
     if config.source == "fashion_tags":
         return jsonl.load_jsonl(os.path.join(_fashion_tags_dir(config), "annotations.jsonl"),
-                                config.strict, embed_images=True)
+                                config.strict, embed_images=True, max_pixels=config.max_pixels)
     if config.source == "jsonl":
         path = config.data_dir
         if os.path.isdir(path):
             path = os.path.join(path, "annotations.jsonl")
-        return jsonl.load_jsonl(path, config.strict, config.embed_images)
+        return jsonl.load_jsonl(path, config.strict, config.embed_images, config.max_pixels)
     if config.source == "mirflickr":
         raw = mirflickr.load_mirflickr(config.data_dir, label_set=config.mirflickr_labels,
-                                       tag_kind=config.mirflickr_tags, strict=config.strict)
+                                       tag_kind=config.mirflickr_tags, strict=config.strict,
+                                       max_pixels=config.max_pixels)
     else:
         raw = nuswide.load_nuswide(config.data_dir, image_dir=config.nuswide_image_dir or None,
-                                   strict=config.strict)
+                                   strict=config.strict, max_pixels=config.max_pixels)
     if config.embed_images:
         paths = [raw.image_path(i) for i in range(raw.num_images)]
-        raw = dataclasses.replace(raw, image_array=images.stack_images(paths), image_root=None,
-                                  image_paths=None)
+        raw = dataclasses.replace(raw, image_array=images.stack_images(paths, config.max_pixels),
+                                  image_root=None, image_paths=None)
     return raw
 
 
@@ -239,8 +249,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     try:
         config = config_lib.from_flags(PrepareConfig)
-        dataset, timings = prepare(config)
-    except (ValueError, wordnet_lib.WordNetUnavailable) as e:
+        with io_utils.workdir_lock(config.workdir):
+            dataset, timings = prepare(config)
+    except (ValueError, OSError, io_utils.WorkdirBusy, wordnet_lib.WordNetUnavailable) as e:
         print(f"wsnn.prepare: error: {e}", file=sys.stderr)
         return 2
     scores = baseline_scores(dataset, config.seed) if dataset.labels is not None else {}

@@ -93,7 +93,7 @@ def refine(model_path, jsonl_path, out_dir, user_tag_weight=0.5, strict=False, w
         raise ValueError(f"--top_k and --batch_size must be at least 1, got {top_k} and {batch_size}")
     loaded, metadata = annotate_lib.load_model(model_path)
     vocabulary = list(metadata["tag_names"])
-    raw = jsonl_lib.load_jsonl(jsonl_path, strict=strict)
+    raw = jsonl_lib.load_jsonl(jsonl_path, strict=strict, max_pixels=metadata["max_pixels"])
     columns = map_tags(raw.tag_names, vocabulary, wordnet or wordnet_lib.get_wordnet())
     known = columns >= 0
     if raw.num_tags and not known.any():

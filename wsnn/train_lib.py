@@ -881,8 +881,10 @@ class Trainer:
         """Exports the current model as a SavedModel version; returns its path."""
         from wsnn import export as export_lib
 
+        # The prepared data's pixel limit (older prepared sets: the default) also guards serving.
+        max_pixels = self.dataset.info.get("prepare_settings", {}).get("max_pixels", dataset_lib.MAX_PIXELS)
         return export_lib.export(self.model, self.dataset.tag_names, self.input_shape[0], self.input_shape[-1],
-                                 export_dir, top_k)
+                                 export_dir, top_k, max_pixels=max_pixels, data_identity=self.identity)
 
 
 def format_table(results):

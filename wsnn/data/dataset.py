@@ -35,6 +35,15 @@ VERSION = 1
 _FILES = ("dataset.json", "arrays.npz")
 
 
+# 40 megapixels (e.g. 8000 x 5000) holds any photo of the collections wsnn
+# imports (MIRFlickr and NUS-WIDE are web images under 1 MP) and a 36 MP
+# camera's full size, while one decode stays bounded: 120 MB as uint8 RGB and
+# 480 MB as float32 inside the resize, times the threads that decode at once.
+# The default pixel limit (width x height) of an image, at import (`wsnn.data.images`), in
+# `wsnn.annotate` and in the serving signature; here so that flags can use it without TensorFlow.
+MAX_PIXELS = 40_000_000
+
+
 class DataError(ValueError):
     """Bad input data: the message names the file (and line) at fault."""
 

@@ -1,40 +1,210 @@
-"""Image files: decoding checks shared by the importers.
+"""Image files: the one decoder, its pixel limit, the import check, embedding.
 
-Importers decode every image once so that a corrupt file is found at import
-time, not hours into training. JPEGs are decoded at reduced scale (PIL's
-draft mode), which still reads the whole file and so still finds truncation.
+Every image file wsnn reads is decoded by `decode`: the importers' check
+(`ImageCheck`, `decode_error`), `--embed_images` (`read_image`,
+`stack_images`), training and the exported serving signature (both through
+`wsnn.data.pipeline.decode_and_resize`). `decode` is TensorFlow's
+`tf.io.decode_image` (JPEG, PNG, GIF, BMP, WebP; a 16-bit PNG comes out as
+its high bytes, uint8) in the file's own channels, then one fixed
+conversion: alpha dropped, grey repeated to RGB, RGB to grey by `rgb_to_grey`.
+So a file that passes the import check is one that training and serving can
+read at either channel count (TensorFlow's decoder itself cannot turn a CMYK
+JPEG, a GIF, a BMP or a WebP grey, nor an RGBA WebP into RGB), and an
+embedded image holds exactly the pixels that serving decodes from the same
+file.
+
+Before decoding, `decode` reads width and height from the file's header
+(`header_size`; TensorFlow ops, so the same check runs inside the SavedModel)
+and refuses an image of more than `max_pixels` pixels without decoding it: a
+20 KB PNG can declare 13000 x 13000 pixels, 500 MB once decoded. While a
+limit is set, formats whose header `header_size` cannot read (JPEG XL, which
+TensorFlow's decode_image also accepts) are refused too.
+
+Pillow is not used here (the tests use it to write image files).
 """
 
 import concurrent.futures
 import os
+import re
 
 import numpy as np
-from PIL import Image
+import tensorflow as tf
 
-from wsnn.data.dataset import DataError
+from wsnn.data.dataset import MAX_PIXELS, DataError  # noqa: F401 (MAX_PIXELS: images.MAX_PIXELS)
+
+
+_HEAD_BYTES = 32  # every size field `header_size` reads lies in a file's first 30 bytes
+
+
+def header_size(image_bytes):
+    """The height and width an image file's header declares; decodes no pixels.
+
+    Reads JPEG (`tf.image.extract_jpeg_shape`), PNG (IHDR), GIF (logical
+    screen), BMP (info header) and WebP (VP8, VP8L or VP8X canvas) headers.
+    TensorFlow ops: works eagerly and inside a tf.function or SavedModel.
+
+    Args:
+      image_bytes: a scalar tf.string with the file's bytes.
+
+    Returns:
+      An int64 tensor [height, width]; [-1, -1] for bytes of none of these
+      formats.
+
+    Raises:
+      tf.errors.InvalidArgumentError: a JPEG whose header is cut or damaged.
+    """
+    def from_head():
+        # The first bytes, zero-padded so that a short file still has them all.
+        head = tf.strings.substr(tf.strings.join([tf.strings.substr(image_bytes, 0, _HEAD_BYTES),
+                                                  b"\0" * _HEAD_BYTES]), 0, _HEAD_BYTES)
+        head = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+
+        def number(start, length, big_endian=False):
+            weights = 256 ** np.arange(length, dtype=np.int64)
+            return tf.reduce_sum(head[start:start + length] * (weights[::-1] if big_endian else weights))
+
+        def magic(start, text):
+            return tf.reduce_all(tf.equal(head[start:start + len(text)], list(text)))
+
+        def bmp_int32(start):  # signed; a negative height means rows stored top-down
+            value = number(start, 4)
+            return tf.abs(tf.where(value >= 2 ** 31, value - 2 ** 32, value))
+
+        vp8l = number(21, 4)
+        riff = magic(0, b"RIFF") & magic(8, b"WEBP")
+        formats = [  # (is this format, [height, width])
+            (magic(0, b"\x89PNG\r\n\x1a\n"), [number(20, 4, True), number(16, 4, True)]),
+            (magic(0, b"GIF8"), [number(8, 2), number(6, 2)]),
+            (magic(0, b"BM"), [bmp_int32(22), bmp_int32(18)]),
+            (riff & magic(12, b"VP8 "), [number(28, 2) % 2 ** 14, number(26, 2) % 2 ** 14]),
+            (riff & magic(12, b"VP8L"), [vp8l // 2 ** 14 % 2 ** 14 + 1, vp8l % 2 ** 14 + 1]),
+            (riff & magic(12, b"VP8X"), [number(27, 3) + 1, number(24, 3) + 1]),
+        ]
+        size = tf.constant([-1, -1], tf.int64)
+        for is_format, height_width in formats:
+            size = tf.where(is_format, tf.stack(height_width), size)
+        return size
+
+    return tf.cond(tf.io.is_jpeg(image_bytes),
+                   lambda: tf.image.extract_jpeg_shape(image_bytes, output_type=tf.int64)[:2], from_head)
+
+
+def _check_size(image_bytes, max_pixels):
+    """An assertion op: the header is readable and declares at most max_pixels pixels."""
+    height, width = tf.unstack(header_size(image_bytes))
+    # float64: a forged header's 2^32 x 2^32 overflows int64.
+    pixels = tf.cast(height, tf.float64) * tf.cast(width, tf.float64)
+    max_pixels = tf.cast(max_pixels, tf.float64)
+    ok = (height >= 0) & (pixels <= max_pixels)
+    message = tf.where(height >= 0, tf.strings.format(
+        "image is {} x {} pixels (width x height), more than the limit of {} pixels",
+        (width, height, tf.cast(max_pixels, tf.int64))),
+        "cannot read the image size: not a JPEG, PNG, GIF, BMP or WebP file")
+    if tf.executing_eagerly():
+        # Eagerly, tf.debugging.Assert would wrap the message in tensor reprs.
+        if not ok:
+            raise tf.errors.InvalidArgumentError(None, None, message.numpy().decode())
+        return None
+    return tf.debugging.Assert(ok, [message])
+
+
+def rgb_to_grey(images):
+    """RGB uint8 images [..., 3] to grey [..., 1]: `tf.image.rgb_to_grayscale`, rounded."""
+    grey = tf.image.rgb_to_grayscale(tf.cast(images, tf.float32))
+    return tf.cast(tf.clip_by_value(tf.round(grey), 0.0, 255.0), tf.uint8)
+
+
+def decode(image_bytes, channels, max_pixels=MAX_PIXELS):
+    """Decodes one image file's bytes: the one decoder of wsnn (see the module docstring).
+
+    Works eagerly and inside a tf.function or SavedModel.
+
+    Args:
+      image_bytes: a scalar tf.string with the file's bytes.
+      channels: 1 (grey), 3 (RGB), or 0 for the file's own: 1 for a grey
+        file (with or without alpha), else 3.
+      max_pixels: refuse an image of more pixels (width x height, read from
+        the header before decoding) than this; None: no limit.
+
+    Returns:
+      A uint8 tensor [height, width, channels] (the file's channels for 0).
+
+    Raises:
+      tf.errors.InvalidArgumentError: the bytes are not a decodable image, or
+        the image is over `max_pixels`.
+      ValueError: `channels` is not 0, 1 or 3.
+    """
+    if channels not in (0, 1, 3):
+        raise ValueError(f"channels must be 0, 1 (grey) or 3 (RGB), got {channels!r}")
+    check = None if max_pixels is None else _check_size(image_bytes, max_pixels)
+    with tf.control_dependencies([check] if check is not None else []):
+        image = tf.io.decode_image(image_bytes, channels=0, expand_animations=False)
+    grey = tf.shape(image)[-1] < 3  # 1 or 2 channels (grey, grey + alpha); else RGB or RGBA
+    if channels == 1:
+        return tf.cond(grey, lambda: image[..., :1], lambda: rgb_to_grey(image[..., :3]))
+    if channels == 3:
+        return tf.cond(grey, lambda: tf.repeat(image[..., :1], 3, axis=-1), lambda: image[..., :3])
+    return tf.cond(grey, lambda: image[..., :1], lambda: image[..., :3])
+
+
+# `decode` in the file's own channels, traced once for every call from the
+# check and from embedding (max_pixels as a float64 tensor: no retracing).
+_decode_own = tf.function(lambda image_bytes, max_pixels: decode(image_bytes, 0, max_pixels),
+                          input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.float64)])
+
+
+def _decode_file(path, max_pixels):
+    """`_decode_own` of a file; raises OSError or tf.errors.OpError."""
+    with open(path, "rb") as f:
+        image_bytes = f.read()
+    return _decode_own(tf.constant(image_bytes), float(max_pixels))
+
+
+def error_message(error):
+    """The op's own message from a TensorFlow error: one line, without graph locations."""
+    for line in (error.message or "").splitlines():
+        line = re.sub(r"\{\{[^}]*\}\}|\[Op:[^\]]*\]", "", line).strip()
+        if line and not line.startswith(("Graph execution error", "Detected at node", "<stack traces", "File ",
+                                          "[[")):
+            return re.sub(r"^assertion failed: \[(.*)\]$", r"\1", line)
+    return type(error).__name__
+
+
+def decode_error(path, max_pixels=MAX_PIXELS):
+    """None if the file at `path` decodes with `decode` within `max_pixels`, else why not (one line)."""
+    try:
+        _decode_file(path, max_pixels)
+    except OSError as e:
+        return f"cannot read it ({e.strerror or e})"
+    except tf.errors.OpError as e:
+        return error_message(e)
+    return None
 
 
 class ImageCheck:
-    """Decodes image files and counts the corrupt ones.
+    """Decodes image files with `decode` and counts the ones that fail.
 
     Args:
-      strict: if True a corrupt image raises DataError; else it is skipped,
+      strict: if True a failing image raises DataError; else it is skipped,
         counted in `corrupt` and listed (the first 20) in `examples`.
+      max_pixels: an image of more pixels (width x height) fails, found from
+        its header without decoding it.
     """
 
-    def __init__(self, strict=False):
+    def __init__(self, strict=False, max_pixels=MAX_PIXELS):
         self.strict = strict
+        self.max_pixels = max_pixels
         self.corrupt = 0
         self.examples = []
 
     def ok(self, path, where_=None):
-        """True if `path` decodes as an image; see `strict`."""
-        return self._record(path, decode_error(path), where_)
+        """True if `path` decodes as an image within max_pixels; see `strict`."""
+        return self._record(path, decode_error(path, self.max_pixels), where_)
 
     def ok_many(self, paths, wheres=None, workers=4):
-        """`ok` over many paths, decoding in threads (PIL releases the GIL)."""
+        """`ok` over many paths, decoding in threads (TensorFlow's ops release the GIL)."""
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            errors = list(pool.map(decode_error, paths))
+            errors = list(pool.map(lambda p: decode_error(p, self.max_pixels), paths))
         return [self._record(path, error, wheres[i] if wheres else None)
                 for i, (path, error) in enumerate(zip(paths, errors))]
 
@@ -50,24 +220,20 @@ class ImageCheck:
         return False
 
 
-def decode_error(path):
-    """Returns None if `path` decodes fully as an image, else the error text."""
+def read_image(path, max_pixels=MAX_PIXELS):
+    """Decodes an image file with `decode`: uint8 H x W for a grey file, else H x W x 3.
+
+    Raises:
+      DataError: the file cannot be read or decoded, or is over max_pixels
+        (the message names it).
+    """
     try:
-        with Image.open(path) as image:
-            if image.format == "JPEG":
-                image.draft("RGB", (64, 64))
-            image.load()
-        return None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        return f"{type(e).__name__}: {e}"
-
-
-def read_image(path):
-    """Reads an image as a uint8 array: H x W for grey, H x W x 3 otherwise."""
-    with Image.open(path) as image:
-        if image.mode not in ("L", "RGB"):
-            image = image.convert("RGB" if image.mode not in ("1", "I", "I;16", "F") else "L")
-        return np.asarray(image, np.uint8)
+        image = _decode_file(path, max_pixels).numpy()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read image ({e.strerror or e})") from None
+    except tf.errors.OpError as e:
+        raise DataError(f"{path}: cannot decode image ({error_message(e)})") from None
+    return image[..., 0] if image.shape[-1] == 1 else image
 
 
 def is_inside(path, root):
@@ -76,11 +242,34 @@ def is_inside(path, root):
     return os.path.commonpath([path, root]) == root
 
 
-def stack_images(paths):
-    """Reads images of one shape into an N x H x W (x 3) uint8 array."""
-    arrays = [read_image(p) for p in paths]
-    shapes = sorted({a.shape for a in arrays})
-    if len(shapes) > 1:
-        raise DataError(f"cannot embed images of different shapes {shapes[:3]}; "
+def stack_images(paths, max_pixels=MAX_PIXELS, workers=4):
+    """Decodes images of one size and kind (all grey or all colour) into one array.
+
+    Args:
+      paths: image files.
+      max_pixels: see `read_image`.
+      workers: threads that decode.
+
+    Returns:
+      uint8 N x H x W (grey files) or N x H x W x 3 (colour files).
+
+    Raises:
+      DataError: a file cannot be decoded, or the files mix grey and colour
+        or differ in size (the message names an example of each).
+    """
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        arrays = list(pool.map(lambda p: read_image(p, max_pixels), paths))
+    grey = [p for p, a in zip(paths, arrays) if a.ndim == 2]
+    colour = [p for p, a in zip(paths, arrays) if a.ndim == 3]
+    if grey and colour:
+        raise DataError(f"cannot embed grey and colour images together: {len(grey)} grey "
+                        f"(e.g. {grey[0]}), {len(colour)} colour (e.g. {colour[0]}); "
+                        "embed only collections of one kind")
+    sizes = {}
+    for path, array in zip(paths, arrays):
+        sizes.setdefault(array.shape[:2], path)
+    if len(sizes) > 1:
+        examples = ", ".join(f"{path} is {w} x {h}" for (h, w), path in list(sizes.items())[:3])
+        raise DataError(f"cannot embed images of different sizes ({examples}; width x height); "
                         "embed only collections whose images share one size")
     return np.stack(arrays)

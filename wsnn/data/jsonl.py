@@ -10,8 +10,10 @@
 
 An optional `labels.txt` beside it lists the label names, one per line; a
 line whose label is not in it is an error. Without it the label names are the
-sorted union of the lines' labels. Blank lines are skipped. Any fault names
-the file and line.
+sorted union of the lines' labels. Both files are UTF-8, with or without a
+byte-order mark. Blank lines are skipped. Any fault names the file and line.
+An id (or, by default, image path) may not hold a tab or line break: ids are
+written one per line into tab-separated outputs (refined_tags.tsv).
 """
 
 import json
@@ -25,6 +27,15 @@ from wsnn.data.dataset import DataError, from_tag_lists, where
 from wsnn.data.text import read_lines
 
 _KEYS = {"image", "tags", "labels", "user", "id"}
+# Characters that would split a row or line of refined_tags.tsv: tab, and
+# every line boundary of str.splitlines.
+_TSV_BREAKS = set("\t\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def _lines(path):
+    """`read_lines`, less a UTF-8 byte-order mark at the start of the file."""
+    for number, text in read_lines(path):
+        yield number, text.removeprefix("\ufeff") if number == 1 else text
 
 
 def _string_list(value, field, at):
@@ -40,7 +51,7 @@ def _string_list(value, field, at):
 
 def _read_label_names(path):
     names = []
-    for number, text in read_lines(path):
+    for number, text in _lines(path):
         if text.strip():
             if text.strip() in names:
                 raise DataError(f"{where(path, number)}: label '{text.strip()}' listed twice")
@@ -48,29 +59,33 @@ def _read_label_names(path):
     return names
 
 
-def load_jsonl(path, strict=False, embed_images=False):
+def load_jsonl(path, strict=False, embed_images=False, max_pixels=images_lib.MAX_PIXELS):
     """Reads a JSONL collection into a raw TaggedImageSet.
 
     Args:
       path: the `annotations.jsonl` file.
       strict: a corrupt image is an error (default: skipped and counted).
       embed_images: decode every image into one uint8 array held by the set
-        (all images must share one shape); for small sets such as FashionTags.
+        (all images must share one size, and be all grey or all colour); for
+        small sets such as FashionTags.
+      max_pixels: an image of more pixels (width x height, read from its
+        header) counts as corrupt.
 
     Returns:
       A raw TaggedImageSet (tags as typed), image paths relative to the
       JSONL file's directory.
 
     Raises:
-      DataError: malformed line, missing or outside image, duplicate id,
-        unknown label, non-UTF-8 text, or (strict) a corrupt image.
+      DataError: malformed line, missing or outside image, duplicate id or
+        one with a tab or line break, unknown label, non-UTF-8 text, or
+        (strict) a corrupt image.
     """
     root = os.path.dirname(os.path.abspath(path))
     labels_file = os.path.join(root, "labels.txt")
     label_names = _read_label_names(labels_file) if os.path.isfile(labels_file) else None
 
     records, seen = [], {}
-    for number, text in read_lines(path):
+    for number, text in _lines(path):
         if not text.strip():
             continue
         at = where(path, number)
@@ -86,6 +101,8 @@ def load_jsonl(path, strict=False, embed_images=False):
         image = obj.get("image")
         if not isinstance(image, str) or not image:
             raise DataError(f"{at}: 'image' must be a non-empty path string")
+        if "\0" in image:
+            raise DataError(f"{at}: 'image' holds a NUL character: {image!r}")
         full = os.path.join(root, image)
         if not images_lib.is_inside(full, root):
             raise DataError(f"{at}: image '{image}' is outside the dataset root {root}")
@@ -102,6 +119,9 @@ def load_jsonl(path, strict=False, embed_images=False):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
                 raise DataError(f"{at}: '{field}' must be a string or an integer")
         image_id = str(obj.get("id", image))
+        if _TSV_BREAKS & set(image_id):
+            raise DataError(f"{at}: {'id' if 'id' in obj else 'image path (the default id)'} {image_id!r} "
+                            "holds a tab or line break, which would break refined_tags.tsv")
         if image_id in seen:
             raise DataError(f"{at}: duplicate id '{image_id}' (first on line {seen[image_id]})")
         seen[image_id] = number
@@ -111,7 +131,7 @@ def load_jsonl(path, strict=False, embed_images=False):
     if not records:
         raise DataError(f"{path}: no images")
 
-    check = images_lib.ImageCheck(strict)
+    check = images_lib.ImageCheck(strict, max_pixels)
     good = check.ok_many([os.path.join(root, r[2]) for r in records], wheres=[r[0] for r in records])
     records = [r for r, g in zip(records, good) if g]
     if check.corrupt:
@@ -131,7 +151,8 @@ def load_jsonl(path, strict=False, embed_images=False):
     users = [r[5] for r in records]
     image_kwargs = {"image_root": root, "image_paths": [r[2] for r in records]}
     if embed_images:
-        image_kwargs = {"image_array": images_lib.stack_images([os.path.join(root, r[2]) for r in records])}
+        image_kwargs = {"image_array": images_lib.stack_images([os.path.join(root, r[2]) for r in records],
+                                                               max_pixels)}
     return from_tag_lists(
         [r[1] for r in records], [r[3] for r in records], labels=labels, label_names=label_names,
         users=None if all(u is None for u in users) else [u or "" for u in users],

@@ -17,7 +17,7 @@ import re
 import numpy as np
 
 from wsnn.data.dataset import DataError, from_tag_lists, where
-from wsnn.data.images import ImageCheck
+from wsnn.data.images import MAX_PIXELS, ImageCheck
 from wsnn.data.text import read_lines
 
 POTENTIAL_CONCEPTS = (
@@ -35,7 +35,7 @@ _EXAMPLES = 20
 
 
 def load_mirflickr(data_dir, label_set="r1", tag_kind="processed", annotations_dir=None,
-                   strict=False):
+                   strict=False, max_pixels=MAX_PIXELS):
     """Reads MIRFlickr-25K into a raw TaggedImageSet.
 
     Args:
@@ -48,6 +48,8 @@ def load_mirflickr(data_dir, label_set="r1", tag_kind="processed", annotations_d
         `data_dir/annotations` and `data_dir/mirflickr` holding `baby_r1.txt`.
       strict: if True a corrupt image raises DataError; else it is skipped
         and counted in `info["corrupt_images"]`.
+      max_pixels: an image of more pixels (width x height, read from its
+        header) counts as corrupt.
 
     Returns:
       A TaggedImageSet with ids the numeric IDs as strings ("17"), in ID order,
@@ -74,7 +76,7 @@ def load_mirflickr(data_dir, label_set="r1", tag_kind="processed", annotations_d
     # reported at once rather than after 25,000 decodes.
     tag_lists = [_read_tags(os.path.join(tag_dir, f"tags{i}.txt")) for i in found]
     names = [f"im{i}.jpg" for i in found]
-    check = ImageCheck(strict)
+    check = ImageCheck(strict, max_pixels)
     ok = check.ok_many([os.path.join(root, name) for name in names])
     kept = [k for k, good in enumerate(ok) if good]
 

@@ -21,13 +21,13 @@ import os
 import numpy as np
 
 from wsnn.data.dataset import DataError, from_tag_lists, where
-from wsnn.data.images import ImageCheck
+from wsnn.data.images import MAX_PIXELS, ImageCheck
 from wsnn.data.text import read_lines
 
 _EXAMPLES = 20
 
 
-def load_nuswide(data_dir, image_dir=None, strict=False):
+def load_nuswide(data_dir, image_dir=None, strict=False, max_pixels=MAX_PIXELS):
     """Reads NUS-WIDE into a raw TaggedImageSet.
 
     Args:
@@ -37,6 +37,8 @@ def load_nuswide(data_dir, image_dir=None, strict=False):
         default `data_dir/Flickr`.
       strict: if True a corrupt image raises DataError; else it is skipped
         and counted in `info["corrupt_images"]`.
+      max_pixels: an image of more pixels (width x height, read from its
+        header) counts as corrupt.
 
     Returns:
       A TaggedImageSet in image-list order with ids the Flickr photo ids,
@@ -88,7 +90,7 @@ def load_nuswide(data_dir, image_dir=None, strict=False):
     # Only existing files are decoded; the rest of the release is missing.
     present = [k for k in range(n) if os.path.exists(os.path.join(image_dir, paths[k]))]
     missing = sorted(set(range(n)) - set(present))
-    check = ImageCheck(strict)
+    check = ImageCheck(strict, max_pixels)
     ok = check.ok_many([os.path.join(image_dir, paths[k]) for k in present],
                        wheres=[where(list_path, k + 1) for k in present])
     kept, seen, duplicates = [], set(), []

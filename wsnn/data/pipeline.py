@@ -3,19 +3,21 @@
 Every image the network sees goes through the same resize: bilinear with
 antialiasing, rounded and clipped back to uint8. `decode_and_resize` does it
 for encoded bytes (image files now, the serving signature's ``*_bytes`` input
-later) and `resize_uint8` for already-decoded arrays, so a model never sees
-pixels resized one way in training and another way in serving.
+later), after `wsnn.data.images.decode`, the decoder the import check and
+embedding use too; `resize_uint8` does it for already-decoded arrays. So a
+model never sees pixels decoded or resized one way in training and another
+way in serving.
 
 `ImageSource` hands out uint8 images of one size and channel count by index,
 from either kind of `TaggedImageSet` (images held in an array, or files).
 """
 
 import concurrent.futures
-import re
 
 import numpy as np
 import tensorflow as tf
 
+from wsnn.data import images as images_lib
 from wsnn.data.dataset import DataError
 
 __all__ = ["decode_and_resize", "resize_uint8", "ImageSource"]
@@ -38,23 +40,26 @@ def _resize_if_needed(images, image_size):
     return tf.cond(same, lambda: images, lambda: _resize(images, image_size))
 
 
-def decode_and_resize(image_bytes, image_size, channels):
-    """Decodes one encoded image (JPEG, PNG, GIF, BMP) and resizes it.
+def decode_and_resize(image_bytes, image_size, channels, max_pixels=images_lib.MAX_PIXELS):
+    """Decodes one encoded image (JPEG, PNG, GIF, BMP, WebP) and resizes it.
 
     Works eagerly and inside a tf.function.
 
     Args:
       image_bytes: a scalar tf.string with the file's bytes.
       image_size: the output height and width.
-      channels: 1 (grey) or 3 (RGB); the decoder converts between them.
+      channels: 1 (grey) or 3 (RGB); `wsnn.data.images.decode` converts.
+      max_pixels: refuse an image of more pixels than this, read from its
+        header before decoding (see `wsnn.data.images.decode`); None: no limit.
 
     Returns:
       A uint8 tensor of shape [image_size, image_size, channels].
 
     Raises:
-      tf.errors.InvalidArgumentError: the bytes are not a decodable image.
+      tf.errors.InvalidArgumentError: the bytes are not a decodable image, or
+        the image is over `max_pixels`.
     """
-    image = tf.io.decode_image(image_bytes, channels=channels, expand_animations=False)
+    image = images_lib.decode(image_bytes, channels, max_pixels)
     image = _resize_if_needed(image, image_size)
     return tf.ensure_shape(image, [image_size, image_size, channels])
 
@@ -84,9 +89,10 @@ class ImageSource:
 
     Array-backed sets are gathered from `image_array`; grey arrays are
     repeated to 3 channels, and RGB arrays are turned grey with
-    `tf.image.rgb_to_grayscale`, rounded. Path-backed sets are read from disk
-    and decoded with `decode_and_resize` (whose decoder does its own
-    grey/RGB conversion) in a thread pool.
+    `wsnn.data.images.rgb_to_grey`: the conversions `decode` applies to
+    files. Path-backed sets are read from disk and decoded with
+    `decode_and_resize` in a thread pool, without a pixel limit: the import
+    check applied the limit that the dataset was prepared with.
 
     Args:
       dataset: a `TaggedImageSet`.
@@ -124,7 +130,7 @@ class ImageSource:
         self.num_workers = num_workers
         # One traced function with a fixed signature: no retracing per file.
         self._decode = tf.function(
-            lambda image_bytes: decode_and_resize(image_bytes, self.image_size, self.channels),
+            lambda image_bytes: decode_and_resize(image_bytes, self.image_size, self.channels, max_pixels=None),
             input_signature=[tf.TensorSpec([], tf.string)])
 
     @property
@@ -162,8 +168,7 @@ class ImageSource:
         if images.shape[-1] == 1 and self.channels == 3:
             images = np.repeat(images, 3, axis=-1)
         elif images.shape[-1] == 3 and self.channels == 1:
-            grey = tf.image.rgb_to_grayscale(tf.cast(images, tf.float32))
-            images = tf.cast(tf.clip_by_value(tf.round(grey), 0.0, 255.0), tf.uint8)
+            images = images_lib.rgb_to_grey(images)
         return np.asarray(resize_uint8(images, self.image_size))
 
     def _read(self, path):
@@ -175,6 +180,4 @@ class ImageSource:
         try:
             return self._decode(tf.constant(image_bytes)).numpy()
         except tf.errors.OpError as e:
-            # Keep TF's first line, less its "{{function_node ...}}" tag.
-            reason = re.sub(r"\{\{[^}]*\}\}\s*", "", e.message or "").strip().split("\n")[0]
-            raise DataError(f"{path}: cannot decode image ({reason or type(e).__name__})") from None
+            raise DataError(f"{path}: cannot decode image ({images_lib.error_message(e)})") from None
