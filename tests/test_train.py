@@ -159,8 +159,9 @@ def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, two_cpu_st
     trainer._steps[2] = poisoned
     with pytest.raises(train_lib.NonFiniteLossError, match=r"at stage 2, step 6; the last good checkpoint"):
         trainer.run()
-    # Stage 1 ended at global step 4 (32 images / 8); that checkpoint is the last one.
-    assert trainer.manager.latest_checkpoint.endswith("ckpt-4")
+    # Stage 1 ended at global step 4 (32 images / 8: ckpt-4); the save when stage 2 began, at the same
+    # step, is numbered 5 (numbers only grow) and is the last one.
+    assert [int(p.rsplit("-", 1)[1]) for p in trainer.manager.checkpoints][-2:] == [4, 5]
     assert not (tmp_path / "refinement" / "metrics.json").exists()
 
 
