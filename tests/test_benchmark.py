@@ -19,8 +19,8 @@ def results(tmp_path_factory):
     run = subprocess.run(
         [sys.executable, "-m", "wsnn.benchmark", f"--flagfile={os.path.join(ROOT, 'flags', 'smoke.cfg')}",
          f"--workdir={workdir}", "--num_images=120", "--stage1_epochs=1", "--seeds=2", "--num_devices=1",
-         "--knn_k=10", "--tagvote_k=50", "--grid_search", "--grid_lambda1=0,0.1", "--grid_lambda2=0.01,1", "--grid_alpha=1",
-         "--grid_user_error=bce"],
+         "--knn_k=10", "--tagvote_k=50", "--grid_search", "--grid_lambda1=0,0.1", "--grid_lambda2=0.01,1",
+         "--grid_alpha=1", "--grid_user_error=bce"],
         capture_output=True, text=True, cwd=ROOT, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     with open(workdir / "benchmark" / "results.json") as f:
