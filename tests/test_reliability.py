@@ -87,13 +87,15 @@ def test_rerun_of_a_finished_run_says_already_done_and_leaves_everything(finishe
     workdir, data, _ = finished
     task = workdir / "refinement"
     before = (task / "metrics.json").read_bytes()
+    config_before = (task / "config.json").read_bytes()
     versions = _versions(task)
     # Litter of killed runs: an export temp directory and a temp file.
     (task / "export" / ".9.tmp-abc").mkdir()
     (task / ".tmp-xyz").write_text("half")
-    result = _train(workdir, data)
+    result = _train(workdir, data, "--log_every_steps=7")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[refinement] already done" in result.stdout
+    assert (task / "config.json").read_bytes() == config_before    # the config that made the outputs
     assert (task / "metrics.json").read_bytes() == before            # timings not overwritten
     assert _versions(task) == versions                               # no new export version
     assert not (task / "export" / ".9.tmp-abc").exists() and not (task / ".tmp-xyz").exists()

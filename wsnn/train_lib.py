@@ -919,7 +919,8 @@ def run(config, prepare_config, flag_values=None):
         results = {}
         for task in tasks:
             trainer = Trainer(config, dataset, task, strategy)
-            if chief:
+            # A finished task keeps the config that produced its outputs (its run says "already done").
+            if chief and not os.path.isfile(os.path.join(trainer.dir, "metrics.json")):
                 config_lib.write_config(config, trainer.dir, flag_values)
                 io_utils.write_json(os.path.join(trainer.dir, "prepare_config.json"),
                                     dataclasses.asdict(prepare_config))
@@ -940,7 +941,8 @@ def _clean_workdir(config, tasks):
     directories = [config.workdir]
     for task in tasks:
         task_dir = os.path.join(config.workdir, task)
-        directories += [task_dir, os.path.join(export_root, task) if export_root else os.path.join(task_dir, "export")]
+        export_dir = os.path.join(export_root, task) if export_root else os.path.join(task_dir, "export")
+        directories += [task_dir, export_dir]
     for directory in directories:
         for name in io_utils.remove_stale_temps(directory):
             print(f"removed {os.path.join(directory, name)} (left by a killed run)", flush=True)
