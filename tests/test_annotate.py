@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsnn import annotate, export, models
+from wsnn import annotate, models, serving, tagger
 
 TAGS = ["dog", "cat", "sky", "sea", "boot"]
 SIZE = 8
@@ -31,7 +31,7 @@ def exported(tmp_path_factory):
     """An exported model, and PNG files (lossless) with the probabilities the in-memory model gives them."""
     root = tmp_path_factory.mktemp("annotate")
     model = _model()
-    export.export(model, TAGS, SIZE, 3, str(root / "export"))
+    serving.export(model, TAGS, SIZE, 3, str(root / "export"))
     rng = np.random.default_rng(1)
     arrays = rng.integers(0, 256, (6, SIZE, SIZE, 3), dtype=np.uint8)
     names = ["a.png", "b.png", "c.png", "d.png", "sub/e.png", "sub/f.png"]
@@ -154,12 +154,12 @@ def test_files_over_the_limit_or_not_decodable_are_skipped(exported, tmp_path):
     assert [r["image"] for r in results] == [good, str(tmp_path / "cmyk.jpg")]
     _check(results[:1], expected, 2)
     assert failures == [
-        annotate.Failure(str(tmp_path / "huge.png"), "image is 13000 x 13000 pixels (width x height), "
-                         "more than the limit of 40000000 pixels", "skipped"),
-        annotate.Failure(str(tmp_path / "a.tif"), "cannot read the image size: not a JPEG, PNG, GIF, BMP or "
-                         "WebP file", "skipped")]
+        tagger.Failure(str(tmp_path / "huge.png"), "image is 13000 x 13000 pixels (width x height), "
+                       "more than the limit of 40000000 pixels", "skipped"),
+        tagger.Failure(str(tmp_path / "a.tif"), "cannot read the image size: not a JPEG, PNG, GIF, BMP or "
+                       "WebP file", "skipped")]
     # The limit comes from the export's metadata.
-    small = export.export(_model(), TAGS, SIZE, 3, str(tmp_path / "small"), max_pixels=SIZE * SIZE - 1)
+    small = serving.export(_model(), TAGS, SIZE, 3, str(tmp_path / "small"), max_pixels=SIZE * SIZE - 1)
     results, failures = annotate.annotate(small, [good])
     assert results == [] and failures[0].reason == (
         f"image is {SIZE} x {SIZE} pixels (width x height), more than the limit of {SIZE * SIZE - 1} pixels")

@@ -1,4 +1,7 @@
-"""Tests for the neighbour search, KNN and TagVote (wsnn.baselines.knn, wsnn.baselines.tagvote)."""
+"""Tests for KNN and TagVote and their one-image-per-user search (wsnn.baselines.knn, wsnn.baselines.tagvote).
+
+The plain search is tested in tests/test_search.py.
+"""
 
 import numpy as np
 import pytest
@@ -32,22 +35,6 @@ RNG = np.random.default_rng(0)
 TRAIN = RNG.integers(0, 3, size=(23, 2)).astype(np.float64)
 QUERY = RNG.integers(0, 3, size=(11, 2)).astype(np.float64)
 USERS = np.array(list("abcabcdeffghabcdeijkkla"))  # 12 distinct users over 23 images
-
-
-@pytest.mark.parametrize("chunk_size", [1, 4, 5, 1024])
-def test_nearest_neighbours_matches_brute_force(chunk_size):
-    for k in (1, 7, 23):
-        np.testing.assert_array_equal(
-            knn.nearest_neighbours(TRAIN, QUERY, k, chunk_size=chunk_size), _reference(TRAIN, QUERY, k))
-
-
-@pytest.mark.parametrize("chunk_size", [3, 4, 1024])
-def test_nearest_neighbours_exclude_self_matches_brute_force(chunk_size):
-    # Refinement: the queries are the first 17 training images; query i never gets neighbour i.
-    query = TRAIN[:17]
-    got = knn.nearest_neighbours(TRAIN, query, 22, exclude_self=True, chunk_size=chunk_size)
-    np.testing.assert_array_equal(got, _reference(TRAIN, query, 22, exclude_self=True))
-    assert not np.any(got == np.arange(17)[:, np.newaxis])
 
 
 @pytest.mark.parametrize("exclude_self", [False, True])

@@ -1,4 +1,4 @@
-"""Tests for the SavedModel export (wsnn.export)."""
+"""Tests for the SavedModel export (wsnn.serving)."""
 
 import io
 import json
@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from wsnn import export, models
+from wsnn import models, serving
 from wsnn.data import images, pipeline
 
 TAGS = ["dog", "cat", "sky", "sea", "boot"]
@@ -38,7 +38,7 @@ def _png(array):
 def exported(tmp_path_factory):
     directory = tmp_path_factory.mktemp("export")
     model = _model()
-    path = export.export(model, TAGS, 8, 1, str(directory), top_k=3)
+    path = serving.export(model, TAGS, 8, 1, str(directory), top_k=3)
     return model, directory, path
 
 
@@ -49,13 +49,13 @@ def test_layout_and_versions(exported, tmp_path):
         assert os.path.isfile(os.path.join(path, name)), name
     assert open(os.path.join(path, "assets", "tags.txt")).read().split() == TAGS
     assert json.load(open(os.path.join(path, "assets", "wsnn.json")))["image_size"] == 8
-    second = export.export(model, TAGS, 8, 1, str(tmp_path / "e"))
-    third = export.export(model, TAGS, 8, 1, str(tmp_path / "e"))
+    second = serving.export(model, TAGS, 8, 1, str(tmp_path / "e"))
+    third = serving.export(model, TAGS, 8, 1, str(tmp_path / "e"))
     assert [os.path.basename(second), os.path.basename(third)] == ["1", "2"]
-    assert export.resolve_version_dir(str(tmp_path / "e")) == third
+    assert serving.resolve_version_dir(str(tmp_path / "e")) == third
     assert not [n for n in os.listdir(tmp_path / "e") if n.startswith(".")]
     with pytest.raises(ValueError, match="never overwritten"):
-        export.export(model, TAGS, 8, 1, str(tmp_path / "e"), version=2)
+        serving.export(model, TAGS, 8, 1, str(tmp_path / "e"), version=2)
 
 
 def test_fresh_process_with_only_tensorflow_matches_in_memory_model(exported, tmp_path):
@@ -105,19 +105,19 @@ def test_truncated_or_missing_saved_model_is_a_clear_error(exported, tmp_path):
     shutil.copytree(os.path.join(str(directory), "1"), copy / "1")
     os.remove(copy / "1" / "variables" / "variables.index")
     with pytest.raises(ValueError, match=r"incomplete SavedModel \(variables/variables.index is missing\)"):
-        export.load(str(copy))
+        serving.load(str(copy))
     with pytest.raises(ValueError, match="no such directory"):
-        export.load(str(tmp_path / "nothing"))
+        serving.load(str(tmp_path / "nothing"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="neither a SavedModel"):
-        export.load(str(tmp_path / "empty"))
+        serving.load(str(tmp_path / "empty"))
 
 
 def test_metadata_records_the_pixel_limit(exported, tmp_path):
     model, directory, path = exported
     assert json.load(open(os.path.join(path, "assets", "wsnn.json")))["max_pixels"] == 40_000_000
-    small = export.export(model, TAGS, 8, 1, str(tmp_path / "e"), max_pixels=64)
-    assert export.read_metadata(small)["max_pixels"] == 64
+    small = serving.export(model, TAGS, 8, 1, str(tmp_path / "e"), max_pixels=64)
+    assert serving.read_metadata(small)["max_pixels"] == 64
 
 
 def _huge_png():
@@ -138,7 +138,7 @@ def test_serving_signature_refuses_images_over_the_limit_before_decoding(exporte
             serve(image_bytes=tf.constant([_png(np.zeros((8, 8), np.uint8)), data]))
         assert images.error_message(info.value) == limit    # as wsnn.annotate reports it
     # A limit given at export: 8 x 8 = 64 pixels pass, 9 x 8 do not.
-    small = tf.saved_model.load(export.export(model, TAGS, 8, 1, str(tmp_path / "e"), max_pixels=64))
+    small = tf.saved_model.load(serving.export(model, TAGS, 8, 1, str(tmp_path / "e"), max_pixels=64))
     out = small.signatures["serving_default"](image_bytes=tf.constant([_png(np.zeros((8, 8), np.uint8))]))
     assert out["probabilities"].shape == (1, len(TAGS))
     with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(
@@ -161,7 +161,7 @@ def test_bad_metadata_is_one_error_naming_the_file(exported, tmp_path, text, mes
     shutil.copytree(os.path.join(str(directory), "1"), tmp_path / "1")
     (tmp_path / "1" / "assets" / "wsnn.json").write_text(text)
     with pytest.raises(ValueError) as info:
-        export.load(str(tmp_path))
+        serving.load(str(tmp_path))
     assert str(info.value).startswith(f"{tmp_path / '1' / 'assets' / 'wsnn.json'}: {message}")
 
 
@@ -173,7 +173,7 @@ def test_metadata_without_max_pixels_gets_the_default(exported, tmp_path):
     metadata = json.loads(metadata_path.read_text())
     del metadata["max_pixels"]
     metadata_path.write_text(json.dumps(metadata))
-    assert export.read_metadata(str(tmp_path / "1"))["max_pixels"] == 40_000_000
+    assert serving.read_metadata(str(tmp_path / "1"))["max_pixels"] == 40_000_000
 
 
 def test_cut_variables_file_is_one_error_naming_it(exported, tmp_path):
@@ -182,6 +182,6 @@ def test_cut_variables_file_is_one_error_naming_it(exported, tmp_path):
     data = tmp_path / "1" / "variables" / "variables.data-00000-of-00001"
     data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
     with pytest.raises(ValueError) as info:
-        export.load(str(tmp_path))
+        serving.load(str(tmp_path))
     assert str(info.value) == (f"{data}: cannot load the SavedModel (IndexError: Read less bytes than "
                                "requested); export it again")

@@ -156,7 +156,7 @@ def test_limit_boundary_and_image_check_messages(tmp_path):
     assert check.examples[1] == (f"list.txt:2: corrupt image {path} (image is 11 x 7 pixels (width x height), "
                                  "more than the limit of 76 pixels)")
     with pytest.raises(DataError, match=r"^list.txt:5: corrupt image .*a.png \(image is 11 x 7 pixels"):
-        images.ImageCheck(strict=True, max_pixels=76).ok(str(path), "list.txt:5")
+        images.ImageCheck(strict=True, max_pixels=76).ok_many([str(path)], ["list.txt:5"])
     with pytest.raises(DataError, match=r"a.png: cannot decode image \(image is 11 x 7 pixels"):
         images.read_image(str(path), max_pixels=76)
 

@@ -15,7 +15,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-from wsnn import models, train_lib
+from wsnn import models
+from wsnn.training.state import weights_digest
 from wsnn.data import dataset as dataset_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,7 +74,7 @@ def test_two_workers_train_in_sync_and_only_the_chief_writes(tmp_path):
     assert summary["weights_sha256"] == digest
     model = models.build_model("small_cnn", dataset_lib.load(str(workdir / "prepared")).num_tags, (56, 56, 1))
     tf.train.Checkpoint(model=model).restore(tf.train.latest_checkpoint(str(task_dir / "checkpoints"))).expect_partial()
-    assert train_lib.weights_digest(model) == digest
+    assert weights_digest(model) == digest
     exported = tf.saved_model.load(str(task_dir / "export" / "1"))
     images = np.random.default_rng(0).integers(0, 256, (3, 56, 56, 1), dtype=np.uint8)
     served = exported.signatures["serve_images"](images=tf.constant(images))["probabilities"].numpy()

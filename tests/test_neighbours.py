@@ -1,4 +1,4 @@
-"""Tests of wsnn.neighbours: candidates Z against brute force, and Algorithm 1's batches.
+"""Tests of wsnn.neighbours: Algorithm 1's batches (the search itself: tests/test_search.py).
 
 Features are small integers throughout, so float32 distances are exact and
 ties are real ties that the code and the NumPy references must break alike.
@@ -9,22 +9,15 @@ import numpy as np
 import pytest
 import scipy.sparse
 
+from wsnn import neighbours, search
 from wsnn.data.dataset import from_tag_lists
 from wsnn.data.pipeline import ImageSource
-from wsnn.neighbours import NeighbourBatches, nearest_candidates, neighbour_recall, reduce_dimensions
+from wsnn.neighbours import NeighbourBatches, neighbour_recall
 
 N, SIZE, M = 40, 4, 10
 
 
 # --- NumPy references --------------------------------------------------------
-
-def _ref_candidates(features, m):
-    """Full N x N distance matrix, stable argsort, self removed."""
-    x = np.asarray(features, np.float64)
-    distances = ((x[:, np.newaxis] - x[np.newaxis]) ** 2).sum(-1)
-    order = np.argsort(distances, axis=1, kind="stable")
-    return np.array([[j for j in row if j != i][:m] for i, row in enumerate(order)])
-
 
 def _ref_neighbours(features, candidates, anchor, m):
     """The m-1 candidates of `anchor` nearest to it in `features`."""
@@ -33,41 +26,10 @@ def _ref_neighbours(features, candidates, anchor, m):
     return z[np.argsort(distances, kind="stable")[:m - 1]]
 
 
-# --- nearest_candidates ------------------------------------------------------
+def _candidates(features, m):
+    """Candidates Z: each image's m nearest other images."""
+    return search.nearest(features, m, exclude_self=True)
 
-@pytest.mark.parametrize("chunk_size", [2048, 7, 1])
-def test_nearest_candidates_match_brute_force(chunk_size):
-    features = np.random.default_rng(0).integers(-20, 20, (53, 6)).astype(np.float32)
-    got = nearest_candidates(features, 9, chunk_size=chunk_size)
-    assert got.dtype == np.int32 and got.shape == (53, 9)
-    np.testing.assert_array_equal(got, _ref_candidates(features, 9))
-
-
-def test_nearest_candidates_break_ties_by_lower_index():
-    # 5 distinct points, each repeated 6 times: every row is full of ties.
-    rng = np.random.default_rng(1)
-    points = rng.integers(0, 4, (5, 3)).astype(np.float32)
-    features = points[rng.integers(0, 5, 30)]
-    for m in (1, 4, 8, 29):
-        got = nearest_candidates(features, m, chunk_size=8)
-        np.testing.assert_array_equal(got, _ref_candidates(features, m))
-        assert not np.any(got == np.arange(30)[:, np.newaxis])
-
-
-def test_nearest_candidates_progress_and_checks():
-    calls = []
-    nearest_candidates(np.eye(10, dtype=np.float32), 3, chunk_size=4,
-                       progress=lambda done, total: calls.append((done, total)))
-    assert calls == [(4, 10), (8, 10), (10, 10)]
-    with pytest.raises(ValueError, match="M=10.*N=10"):
-        nearest_candidates(np.eye(10), 10)
-    with pytest.raises(ValueError, match="2-D"):
-        nearest_candidates(np.zeros(10), 3)
-    with pytest.raises(ValueError, match="NaN"):
-        nearest_candidates(np.full((4, 2), np.nan), 2)
-
-
-# --- NeighbourBatches --------------------------------------------------------
 
 def _dataset(seed=0):
     """N grey 4x4 images of small integers and random user tags."""
@@ -86,7 +48,7 @@ def _batches(dataset, embed_fn, candidates=None, **kwargs):
     """Batches of 12 = 3 groups of 4; candidates Z from embed_fn unless given."""
     source = ImageSource(dataset)
     if candidates is None:
-        candidates = nearest_candidates(embed_fn(source.get(np.arange(N))), M)
+        candidates = _candidates(embed_fn(source.get(np.arange(N))), M)
     kwargs = dict(dict(batch_size=12, group_size=4), **kwargs)
     return NeighbourBatches(source, dataset.user_tags, candidates, embed_fn, **kwargs), candidates
 
@@ -95,7 +57,7 @@ def _pixel_candidates_and_random_embedding():
     """Z from raw pixels (phi_0) and a random integer linear embedding (phi_n)."""
     dataset = _dataset()
     weights = np.random.default_rng(2).integers(-3, 4, (SIZE * SIZE, 3)).astype(np.float32)
-    return dataset, _linear(weights), nearest_candidates(dataset.image_array.reshape(N, -1), M)
+    return dataset, _linear(weights), _candidates(dataset.image_array.reshape(N, -1), M)
 
 
 def test_batches_are_anchor_groups_of_current_nearest_candidates():
@@ -222,7 +184,7 @@ def test_construction_checks():
     dataset = _dataset()
     source = ImageSource(dataset)
     g = dataset.user_tags
-    candidates = nearest_candidates(source.get(np.arange(N)).reshape(N, -1), M)
+    candidates = _candidates(source.get(np.arange(N)).reshape(N, -1), M)
     embed = _linear(np.ones((SIZE * SIZE, 2), np.float32))
     with pytest.raises(ValueError, match="s=10.*m=4"):
         NeighbourBatches(source, g, candidates, embed, batch_size=10, group_size=4)
@@ -267,7 +229,7 @@ def test_fast_mode_matches_numpy_reference_with_a_stale_bank(shortlist):
     dataset = _two_view_dataset()
     pixels = dataset.image_array.reshape(N, -1).astype(np.float64)
     stale, current = pixels[:, 0:1].copy(), pixels[:, 1:2]
-    candidates = nearest_candidates(stale, M)
+    candidates = _candidates(stale, M)
     batches, _ = _batches(dataset, _linear(_pixel_weights(1)), candidates, bank=stale, shortlist=shortlist)
     exact, _ = _batches(dataset, _linear(_pixel_weights(1)), candidates)
     differs = 0
@@ -339,28 +301,6 @@ def test_neighbour_recall():
         neighbour_recall([1, 0, 2, 3, 10, 11, 12, 13], reference, 4)
 
 
-def test_nearest_candidates_of_some_rows_match_those_rows_of_all():
-    features = np.random.default_rng(3).normal(size=(60, 5)).astype(np.float32)
-    every = nearest_candidates(features, 7)
-    rows = np.array([59, 3, 17, 3])
-    np.testing.assert_array_equal(nearest_candidates(features, 7, chunk_size=3, rows=rows), every[rows])
-    with pytest.raises(ValueError, match="rows"):
-        nearest_candidates(features, 7, rows=[60])
-
-
-def test_reduce_dimensions_keeps_candidates_of_low_rank_features():
-    # 400 points on a random 6-dimensional affine subspace of R^64: projecting on
-    # 6 components keeps every distance, so the candidates are the same.
-    rng = np.random.default_rng(4)
-    features = (rng.normal(size=(400, 6)) @ rng.normal(size=(6, 64)) + rng.normal(size=64)).astype(np.float32)
-    reduced = reduce_dimensions(features, 6, fit_sample=150)
-    assert reduced.shape == (400, 6) and reduced.dtype == np.float32
-    np.testing.assert_array_equal(nearest_candidates(reduced, 10), nearest_candidates(features, 10))
-    # Too few components: the ranking changes.
-    assert not np.array_equal(nearest_candidates(reduce_dimensions(features, 2), 10), nearest_candidates(features, 10))
-    assert reduce_dimensions(features, 64).shape == (400, 64)  # d <= dims: unchanged
-
-
 def test_extrapolated_bank_follows_a_linear_drift():
     # Weights moving linearly in time: W(t) = W0 + t D. Refreshes at steps 0 and 10 give
     # the drift; at step 15 the extrapolated bank (c=1) is exactly the features under W(15).
@@ -370,7 +310,7 @@ def test_extrapolated_bank_follows_a_linear_drift():
     drift = rng.normal(size=(SIZE * SIZE, 3)).astype(np.float32) / 10
     weights = w0.copy()
     embed = _linear(weights)
-    candidates = nearest_candidates(dataset.image_array.reshape(N, -1), M)
+    candidates = _candidates(dataset.image_array.reshape(N, -1), M)
     fast = {c: _batches(dataset, embed, candidates, bank=np.zeros((N, 3)), extrapolation=c)[0] for c in (0.0, 1.0)}
     for step in (0, 10):
         weights[...] = w0 + step * drift

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.sparse
 
 from wsnn.data import normalize
 from wsnn.data.dataset import from_tag_lists
@@ -19,6 +20,16 @@ def _raw(tag_lists, labels=None, label_names=()):
 ])
 def test_lemmatize(wordnet, typed, expected):
     assert normalize.lemmatize(typed, wordnet) == expected
+
+
+def test_merge_columns_sets_each_new_tag_once():
+    # Raw columns 0 and 2 map onto new column 1, raw column 1 is dropped, raw column 3 maps onto 0.
+    user_tags = scipy.sparse.csr_matrix(np.array([[1, 1, 1, 0],
+                                                  [0, 1, 0, 1],
+                                                  [0, 0, 0, 0]], np.uint8))
+    merged = normalize.merge_columns(user_tags, [1, -1, 1, 0], 3)
+    assert merged.format == "csr" and merged.dtype == np.int32
+    np.testing.assert_array_equal(merged.toarray(), [[0, 1, 0], [1, 0, 0], [0, 0, 0]])
 
 
 def test_normalize_merges_drops_and_reports(wordnet):

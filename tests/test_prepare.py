@@ -5,10 +5,8 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from wsnn import prepare
 from wsnn.data import dataset as dataset_lib
 
 
@@ -59,8 +57,3 @@ def test_prepare_cli_bad_flag_is_one_clear_line(tmp_path):
         capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("wsnn.prepare: error: --data_dir=")
-
-
-def test_config_requires_input_for_real_datasets():
-    with pytest.raises(ValueError, match="--data_dir is required"):
-        prepare.PrepareConfig(source="mirflickr")

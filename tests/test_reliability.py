@@ -104,7 +104,8 @@ def test_rerun_of_a_finished_run_says_already_done_and_leaves_everything(finishe
 def test_checkpoints_are_numbered_in_order_and_the_last_holds_the_final_weights(finished):
     import tensorflow as tf
 
-    from wsnn import models, train_lib
+    from wsnn import models
+    from wsnn.training.state import weights_digest
 
     workdir, _, _ = finished
     task = workdir / "refinement"
@@ -114,7 +115,7 @@ def test_checkpoints_are_numbered_in_order_and_the_last_holds_the_final_weights(
     assert numbers == sorted(set(numbers)) and state.model_checkpoint_path.endswith(f"ckpt-{numbers[-1]}")
     model = models.build_model("small_cnn", summary["data_identity"]["num_tags"], (8, 8, 3), "none")
     tf.train.Checkpoint(model=model).read(state.model_checkpoint_path).expect_partial()
-    assert train_lib.weights_digest(model) == summary["weights_sha256"]
+    assert weights_digest(model) == summary["weights_sha256"]
 
 
 def test_changed_vocabulary_stops_restoring_with_one_line_and_overwrite_starts_fresh(finished, tmp_path):
@@ -157,8 +158,9 @@ def test_identity_ignores_info_and_follows_tags_labels_and_pixels():
 
 
 def test_warm_start_from_other_data_is_refused(tmp_path, two_cpu_strategy):
-    from wsnn import train_lib
     from wsnn.config import TrainConfig
+    from wsnn.training.state import DataChanged
+    from wsnn.training.trainer import Trainer
     from wsnn.data.dataset import from_tag_lists
 
     rng = np.random.default_rng(0)
@@ -166,20 +168,21 @@ def test_warm_start_from_other_data_is_refused(tmp_path, two_cpu_strategy):
     images = rng.integers(0, 256, (24, 8, 8), dtype=np.uint8)
     one = from_tag_lists([str(i) for i in range(24)], tags, image_array=images)
     other = from_tag_lists([str(i) for i in range(24)], tags, image_array=255 - images)
-    config = TrainConfig(workdir=str(tmp_path / "a"), task="refinement", stage1_epochs=1, stage2_epochs=0,
-                         batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
-                         validation_fraction=0.0, eval_max_images=0)
-    train_lib.Trainer(config, one, "refinement", two_cpu_strategy).run()
-    warm = TrainConfig(**dict(vars(config), workdir=str(tmp_path / "b"), warm_start_from=str(tmp_path / "a")))
-    with pytest.raises(train_lib.DataChanged, match="trained on other data than this run's"):
-        train_lib.Trainer(warm, other, "refinement", two_cpu_strategy).run()
+    config = TrainConfig.make(workdir=str(tmp_path / "a"), task="refinement", stage1_epochs=1, stage2_epochs=0,
+                              batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
+                              validation_fraction=0.0, eval_max_images=0)
+    Trainer(config, one, "refinement", two_cpu_strategy).run()
+    warm = config.replace(workdir=str(tmp_path / "b"), warm_start_from=str(tmp_path / "a"))
+    with pytest.raises(DataChanged, match="trained on other data than this run's"):
+        Trainer(warm, other, "refinement", two_cpu_strategy).run()
 
 
 def test_edited_source_is_prepared_again_and_workdir_spelling_is_not_a_setting(tmp_path, capsys, monkeypatch):
-    from wsnn import prepare, train_lib
+    from wsnn import train_lib
+    from wsnn.data.preparation import PrepareConfig
 
     data = _collection(tmp_path / "photos", count=12)
-    config = prepare.PrepareConfig(source="jsonl", data_dir=str(data), workdir=str(tmp_path / "run"),
+    config = PrepareConfig(source="jsonl", data_dir=str(data), workdir=str(tmp_path / "run"),
                                    min_tag_fraction=0)
     train_lib.load_or_prepare(config)
     manifest = tmp_path / "run" / "prepared" / "manifest.json"
@@ -187,7 +190,7 @@ def test_edited_source_is_prepared_again_and_workdir_spelling_is_not_a_setting(t
     monkeypatch.chdir(tmp_path)
     for spelling in (str(tmp_path / "run") + "/", "run", "./run/../run"):
         for data_dir in (str(data), "photos/annotations.jsonl"):
-            same = prepare.PrepareConfig(source="jsonl", data_dir=data_dir, workdir=spelling, min_tag_fraction=0)
+            same = PrepareConfig(source="jsonl", data_dir=data_dir, workdir=spelling, min_tag_fraction=0)
             train_lib.load_or_prepare(same)
     assert manifest.stat().st_mtime_ns == written and "preparing again" not in capsys.readouterr().out
     _collection(tmp_path / "photos", rename={"dog": "wolf"}, count=12)
@@ -219,8 +222,9 @@ def test_unwritable_workdir_is_one_line(tmp_path):
 def test_nan_stop_is_one_line():
     # The entry point with train_lib.run replaced by one that stops as a NaN loss does.
     script = ("import sys; from wsnn import train, train_lib\n"
+              "from wsnn.training.hooks import NonFiniteLossError\n"
               "def diverge(*args):\n"
-              "    raise train_lib.NonFiniteLossError('loss became nan at stage 2, step 6; last checkpoint x')\n"
+              "    raise NonFiniteLossError('loss became nan at stage 2, step 6; last checkpoint x')\n"
               "train_lib.run = diverge\n"
               "sys.argv = ['wsnn.train', '--workdir=unused']\n"
               "train.run()\n")

@@ -63,7 +63,7 @@ def test_objective_decreases_after_continuation():
 def _dense_image_laplacian(features, k):
     squared = ((features[:, None, :] - features[None, :, :]) ** 2).sum(-1)
     np.fill_diagonal(squared, np.inf)
-    nearest = np.argsort(squared, axis=1)[:, :k]
+    nearest = np.argsort(squared, axis=1, kind="stable")[:, :k]  # ties: lower index
     distances = np.take_along_axis(squared, nearest, axis=1)
     sigma = np.median(distances)
     weights = np.zeros_like(squared)
@@ -72,8 +72,11 @@ def _dense_image_laplacian(features, k):
     return np.diag(weights.sum(1)) - weights, sigma
 
 
-def test_image_laplacian_matches_dense_reference():
-    features = np.random.default_rng(3).standard_normal((9, 4))
+@pytest.mark.parametrize("features", [
+    np.random.default_rng(3).standard_normal((9, 4)),
+    np.random.default_rng(3).integers(0, 3, (12, 2)).astype(float),  # exact ties and duplicate rows
+])
+def test_image_laplacian_matches_dense_reference(features):
     expected, expected_sigma = _dense_image_laplacian(features, k=3)
     for chunk_size in (None, 2):  # one chunk, and chunks that split the rows
         laplacian, sigma = rpca.image_laplacian(features, knn=3, chunk_size=chunk_size)

@@ -15,6 +15,8 @@ from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 
 from wsnn.data.mirflickr import POTENTIAL_CONCEPTS, R1_CONCEPTS
+from wsnn.training.hooks import NonFiniteLossError
+from wsnn.training.loop import Hook
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = os.path.join(ROOT, "flags", "smoke.cfg")
@@ -68,7 +70,7 @@ def test_smoke_writes_every_output(smoke_run):
         assert ((refined["scores"] >= 0) & (refined["scores"] <= 1)).all()
         lines = open(os.path.join(workdir, task, "refined_tags.tsv")).read().splitlines()
         assert lines[0] == "id\tuser_tags\ttag_set\trefined_tags" and len(lines) == summary["train_images"] + 1
-        assert json.load(open(os.path.join(workdir, task, "config.json")))["group_size"] == 4
+        assert json.load(open(os.path.join(workdir, task, "config.json")))["neighbours"]["group_size"] == 4
         assert "--group_size=4" in open(os.path.join(workdir, task, "flags.txt")).read()
         assert np.load(os.path.join(workdir, task, "candidates.npy")).shape == (summary["train_images"], 12)
     annotation = _metrics(workdir, "annotation")
@@ -139,44 +141,44 @@ def _tiny_dataset(seed=0):
                           image_array=rng.integers(0, 256, (32, 8, 8), dtype=np.uint8))
 
 
+class _PoisonSecondStage2Step(Hook):
+    """Makes the weights NaN before the second stage-2 step, so that its loss is NaN."""
+
+    def before_step(self, trainer, context):
+        if context.stage == 2 and context.done_here == 1:
+            kernel = trainer.model.get_layer("tag_probs").kernel
+            kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+
+
 def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(tmp_path, two_cpu_strategy):
-    import tensorflow as tf
-    from wsnn import train_lib
+    from wsnn.training.trainer import Trainer
     from wsnn.config import TrainConfig
 
     dataset = _tiny_dataset()
-    config = TrainConfig(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=1,
-                         batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
-                         checkpoint_every_steps=100)
-    trainer = train_lib.Trainer(config, dataset, "refinement", two_cpu_strategy)
-    good = trainer._steps[2]
-    calls = []
-
-    def poisoned(images, user_tags):
-        calls.append(1)
-        values = good(images, user_tags)
-        return dict(values, total=tf.constant(float("nan"))) if len(calls) == 2 else values
-    trainer._steps[2] = poisoned
-    with pytest.raises(train_lib.NonFiniteLossError, match=r"at stage 2, step 6; the last good checkpoint"):
+    config = TrainConfig.make(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=1,
+                              batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
+                              checkpoint_every_steps=100)
+    trainer = Trainer(config, dataset, "refinement", two_cpu_strategy, hooks=[_PoisonSecondStage2Step()])
+    with pytest.raises(NonFiniteLossError, match=r"at stage 2, step 6; the last good checkpoint"):
         trainer.run()
     # Stage 1 ended at global step 4 (32 images / 8: ckpt-4); the save when stage 2 began, at the same
     # step, is numbered 5 (numbers only grow) and is the last one.
-    assert [int(p.rsplit("-", 1)[1]) for p in trainer.manager.checkpoints][-2:] == [4, 5]
+    assert [int(p.rsplit("-", 1)[1]) for p in trainer.state.manager.checkpoints][-2:] == [4, 5]
     assert not (tmp_path / "refinement" / "metrics.json").exists()
 
 
 @pytest.mark.parametrize("refresh_steps, refreshes", [(0, 3), (5, 10), (20, 3)])
 def test_fast_mode_bank_is_refreshed_at_start_and_every_n_steps(tmp_path, two_cpu_strategy, refresh_steps,
                                                                 refreshes):
-    from wsnn import train_lib
+    from wsnn.training.trainer import Trainer
     from wsnn.config import TrainConfig
 
     dataset = _tiny_dataset()
-    config = TrainConfig(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=3,
-                         batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
-                         neighbour_mode="fast", shortlist=4, bank_refresh_steps=refresh_steps)
-    trainer = train_lib.Trainer(config, dataset, "refinement", two_cpu_strategy)
-    summary = trainer.run()
+    config = TrainConfig.make(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=3,
+                              batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
+                              neighbour_mode="fast", shortlist=4, bank_refresh_steps=refresh_steps)
+    trainer = Trainer(config, dataset, "refinement", two_cpu_strategy)
+    summary = trainer.run().summary
     assert len(trainer.bank_refresh_times) == refreshes
     assert trainer.batches.shortlist == 4 and trainer.batches.bank.shape == (32, 256)
     # 3 stage-2 epochs of 16 steps: refreshed at step 0, then every 16 (an epoch) / 5 / 20 steps.
@@ -184,16 +186,18 @@ def test_fast_mode_bank_is_refreshed_at_start_and_every_n_steps(tmp_path, two_cp
 
 
 def test_candidate_dims_searches_in_principal_components(tmp_path, two_cpu_strategy):
-    from wsnn import neighbours, train_lib
+    from wsnn import search
+    from wsnn.training.trainer import Trainer
     from wsnn.config import TrainConfig
 
     dataset = _tiny_dataset(seed=1)
-    config = TrainConfig(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=0,
-                         batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
-                         candidate_dims=5, save_stage1_features=True)
-    train_lib.Trainer(config, dataset, "refinement", two_cpu_strategy).run()
-    phi0 = np.load(tmp_path / "refinement" / "phi0_features.npz")["train"]
-    expected = neighbours.nearest_candidates(neighbours.reduce_dimensions(phi0, 5, seed=0), 6)
+    config = TrainConfig.make(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=0,
+                              batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
+                              candidate_dims=5, save_stage1_features=True)
+    trainer = Trainer(config, dataset, "refinement", two_cpu_strategy)
+    phi0 = trainer.run().phi0["train"]
+    expected = search.nearest(search.reduce_dimensions(phi0, 5, seed=0), 6, exclude_self=True)
+    np.testing.assert_array_equal(trainer.candidates, expected)
     np.testing.assert_array_equal(np.load(tmp_path / "refinement" / "candidates.npy"), expected)
 
 
@@ -277,7 +281,7 @@ def test_export_cli_from_checkpoint_matches_end_of_training_export(smoke_run, tm
     np.testing.assert_allclose(a["probabilities"].numpy(), b["probabilities"].numpy(), rtol=1e-6)
     bad = subprocess.run([sys.executable, "-m", "wsnn.export", f"--workdir={tmp_path}",
                           f"--export_dir={tmp_path / 'x'}"], capture_output=True, text=True, cwd=ROOT, check=False)
-    assert bad.returncode == 2 and "no config.json" in bad.stderr
+    assert bad.returncode == 2 and "no model.json" in bad.stderr
 
 
 def test_warm_start_from_another_runs_phi0_skips_stage1(smoke_run, tmp_path):
@@ -311,13 +315,13 @@ def _labelled_dataset(seed=0, count=48):
 
 
 def test_stage2_epoch_makes_every_training_image_an_anchor_once(tmp_path, two_cpu_strategy):
-    from wsnn import train_lib
+    from wsnn.training.trainer import Trainer
     from wsnn.config import TrainConfig
 
-    config = TrainConfig(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=1,
-                         batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
-                         validation_fraction=0)
-    trainer = train_lib.Trainer(config, _tiny_dataset(), "refinement", two_cpu_strategy)
+    config = TrainConfig.make(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=1,
+                              batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
+                              validation_fraction=0)
+    trainer = Trainer(config, _tiny_dataset(), "refinement", two_cpu_strategy)
     trainer.run()
     assert trainer.steps_per_epoch == {1: 4, 2: 16} and len(trainer.batches) == 16
     for epoch in (0, 1):
@@ -328,22 +332,23 @@ def test_stage2_epoch_makes_every_training_image_an_anchor_once(tmp_path, two_cp
 
 def test_selection_never_reads_the_evaluated_images_labels(tmp_path, two_cpu_strategy):
     """Scrambling the evaluated images' labels changes neither the selection nor the weights."""
-    from wsnn import train_lib
     from wsnn.config import TrainConfig
+    from wsnn.training.trainer import Trainer
+    from wsnn.training.state import split
 
     runs = []
     for scramble in (False, True):
         dataset = _labelled_dataset()
-        _, valid, evaluated = train_lib.split(dataset.num_images, "annotation", 0.5, 0, 0.25)
+        _, valid, evaluated = split(dataset.num_images, "annotation", 0.5, 0, 0.25)
         assert len(valid) == 6 and not np.intersect1d(valid, evaluated).size
         if scramble:
             dataset.labels[evaluated] = 1 - dataset.labels[evaluated]
-        config = TrainConfig(workdir=str(tmp_path / str(scramble)), task="annotation", train_fraction=0.5,
-                             validation_fraction=0.25, stage1_epochs=2, stage2_epochs=2, batch_size=8,
-                             group_size=4, num_candidates=6, alpha=0.0, num_devices=2, patience=0,
-                             learning_rate=0.5, lambda2=0.1)
-        trainer = train_lib.Trainer(config, dataset, "annotation", two_cpu_strategy)
-        summary = trainer.run()
+        config = TrainConfig.make(workdir=str(tmp_path / str(scramble)), task="annotation", train_fraction=0.5,
+                                  validation_fraction=0.25, stage1_epochs=2, stage2_epochs=2, batch_size=8,
+                                  group_size=4, num_candidates=6, alpha=0.0, num_devices=2, patience=0,
+                                  learning_rate=0.5, lambda2=0.1)
+        trainer = Trainer(config, dataset, "annotation", two_cpu_strategy)
+        summary = trainer.run().summary
         runs.append((summary["history"], summary["weights_sha256"], summary["metrics"]["Ours"]))
     (history_a, digest_a, ours_a), (history_b, digest_b, ours_b) = runs
     strip = [[{k: v for k, v in r.items() if k != "diagnostics"} for r in h] for h in (history_a, history_b)]
@@ -354,17 +359,36 @@ def test_selection_never_reads_the_evaluated_images_labels(tmp_path, two_cpu_str
     assert len(scores) == 3
 
 
+class _BatchIndices(Hook):
+    """Records the training-image indices of every stage-2 batch."""
+
+    def __init__(self):
+        self.stage2 = []
+
+    def before_step(self, trainer, context):
+        if context.stage == 2:
+            self.stage2.append(context.idx)
+
+
 def test_multi_cnn_same_budget_runs_stage2_steps_with_the_logistic_loss(tmp_path, two_cpu_strategy):
-    from wsnn import train_lib
+    from wsnn.training.outputs import TaskResult
+    from wsnn.training.trainer import Trainer
     from wsnn.config import TrainConfig
 
-    config = TrainConfig(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=1,
-                         batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
-                         validation_fraction=0, stage2_objective="multi_cnn")
-    trainer = train_lib.Trainer(config, _tiny_dataset(), "refinement", two_cpu_strategy)
-    batches = [trainer._plain_batch(0, step)[2] for step in range(16)]
+    config = TrainConfig.make(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=1,
+                              batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
+                              validation_fraction=0, stage2_objective="multi_cnn")
+    batches = _BatchIndices()
+    trainer = Trainer(config, _tiny_dataset(), "refinement", two_cpu_strategy, hooks=[batches])
+    result = trainer.run()
+    summary = result.summary
+    assert summary["steps"]["completed"] == 4 + 16 and len(batches.stage2) == 16
     # 16 steps of 8 images = 4 passes over the 32 images, each pass a permutation.
     for p in range(4):
-        np.testing.assert_array_equal(np.sort(np.concatenate(batches[4 * p:4 * p + 4])), np.arange(32))
-    summary = trainer.run()
-    assert summary["steps"]["completed"] == 4 + 16
+        np.testing.assert_array_equal(np.sort(np.concatenate(batches.stage2[4 * p:4 * p + 4])), np.arange(32))
+    # What a rerun of the finished task hands back, read from its files, is what the run returned.
+    loaded = TaskResult.load(str(tmp_path / "refinement"))
+    assert loaded.summary == json.loads(json.dumps(summary)) and loaded.task == "refinement"
+    for name in ("train_idx", "valid_idx", "eval_idx", "refined"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(result, name))
+    assert loaded.eval_tag_probs is None and result.eval_tag_probs is None  # no labels

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from wsnn import export, models
+from wsnn import models, serving
 
 
 def _median_seconds(fns, warmup, repeats):
@@ -53,10 +53,10 @@ def main():
     model = None
     with tempfile.TemporaryDirectory() as tmp:
         if args.model:
-            loaded, metadata = export.load(args.model)
+            loaded, metadata = serving.load(args.model)
         else:
             model = models.build_model("small_cnn", 45, (56, 56, 1))
-            loaded, metadata = export.load(export.export(model, [f"tag{j}" for j in range(45)], 56, 1,
+            loaded, metadata = serving.load(serving.export(model, [f"tag{j}" for j in range(45)], 56, 1,
                                                          os.path.join(tmp, "export")))
         size, channels = metadata["image_size"], metadata["channels"]
         images = np.random.default_rng(0).integers(0, 256, (args.batch_size, size, size, channels), np.uint8)

@@ -5,7 +5,8 @@
 
 Starts from the phi_0 of a finished run (`--warm_start_from`, e.g. the exact
 run of tools/bench_step.py), trains --steps stage-2 steps with exact
-Algorithm 1 and embeds every training image every --every steps. For
+Algorithm 1 and, from a hook, embeds every training image every --every
+steps. For
 --anchors sampled images and every pair of snapshots (then, now), it compares
 with the exact choice at `now` (the m-1 candidates nearest under the current
 weights) the choice made from the `then` bank in three ways:
@@ -17,15 +18,14 @@ weights) the choice made from the `then` bank in three ways:
 This is the measurement behind the fast mode's design (wsnn.neighbours).
 """
 
-import dataclasses
 import json
-import os
 import sys
 
 import numpy as np
 from absl import app, flags, logging
 
 from wsnn import train as train_entry
+from wsnn.training.loop import Hook
 
 flags.DEFINE_integer("steps", 160, "Stage-2 steps to train.")
 flags.DEFINE_integer("every", 20, "Embed every training image every this many steps.")
@@ -39,6 +39,34 @@ def _choice(candidates, anchor_features, candidate_features, count):
     return set(candidates[np.argsort(distances, kind="stable")[:count]])
 
 
+class _Enough(Exception):
+    """Raised by `_Snapshots` once --steps stage-2 steps have run."""
+
+
+class _Snapshots(Hook):
+    """Every training image embedded when stage 2 starts and every `every` stage-2 steps; stops the run
+    after `steps` steps."""
+
+    def __init__(self, every, steps):
+        self.every, self.steps, self.features = every, steps, {}
+
+    def _take(self, trainer, step):
+        self.features[step] = trainer.features(trainer.train_source).astype(np.float64)
+        print(f"step {step}: snapshot taken", file=sys.stderr, flush=True)
+
+    def begin_stage(self, trainer, stage):
+        if stage == 2:
+            self._take(trainer, 0)
+
+    def after_step(self, trainer, context):
+        if context.stage != 2:
+            return
+        if context.stage_step % self.every == 0:
+            self._take(trainer, context.stage_step)
+        if context.stage_step >= self.steps:
+            raise _Enough()
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -47,35 +75,30 @@ def main(argv):
     except ValueError as e:
         print(f"bench_bank_age: config error: {e}", file=sys.stderr)
         return 2
-    if config.task == "both" or not config.warm_start_from:
+    if config.data.task == "both" or not config.runtime.warm_start_from:
         print("bench_bank_age: give --task=annotation|refinement and --warm_start_from", file=sys.stderr)
         return 2
-    from wsnn import neighbours, train_lib
+    from wsnn import train_lib
+    from wsnn.training import distribute
+    from wsnn.training.trainer import Trainer
 
     logging.set_verbosity(logging.WARNING)
-    strategy = train_lib.make_strategy(config.num_devices)
+    strategy = distribute.make_strategy(config.runtime.num_devices)
     dataset = train_lib.load_or_prepare(prepare_config)
-    trainer = train_lib.Trainer(dataclasses.replace(config, stage2_epochs=0), dataset, config.task, strategy)
-    trainer._warm_start(os.path.join(config.warm_start_from, config.task))
-    candidates, m = trainer.candidates, config.group_size
-    batches = neighbours.NeighbourBatches(trainer.train_source, trainer.user_tags, candidates, trainer.embed,
-                                          config.batch_size, config.group_size, config.seed)
-    snapshots = {}
-    for step in range(FLAGS.steps + 1):
-        if step % FLAGS.every == 0:
-            snapshots[step] = trainer.features(trainer.train_source).astype(np.float64)
-            print(f"step {step}: snapshot taken", file=sys.stderr, flush=True)
-        if step == FLAGS.steps:
-            break
-        epoch, index = divmod(step, len(batches))
-        batches.set_epoch(epoch)
-        images, user_tags, _ = batches[index]
-        trainer._steps[2](*trainer._distribute(images, user_tags))
+    snapshots = _Snapshots(FLAGS.every, FLAGS.steps)
+    # Exact Algorithm 1 for as many epochs as --steps needs; the hook stops it at --steps.
+    config = config.replace(neighbour_mode="exact", shortlist=0, stage2_epochs=10 ** 6, eval_max_images=0)
+    trainer = Trainer(config, dataset, config.data.task, strategy, hooks=[snapshots])
+    try:
+        trainer.run()
+    except _Enough:
+        pass
+    candidates, m = trainer.candidates, config.neighbours.group_size
     sample = np.random.default_rng(0).choice(len(candidates), min(FLAGS.anchors, len(candidates)), replace=False)
     rows = []
-    for now in sorted(snapshots):
-        for then in sorted(t for t in snapshots if t < now):
-            current, old = snapshots[now], snapshots[then]
+    for now in sorted(snapshots.features):
+        for then in sorted(t for t in snapshots.features if t < now):
+            current, old = snapshots.features[now], snapshots.features[then]
             scores = {"bank": [], "fresh_anchor": [], **{f"shortlist_{k}": [] for k in FLAGS.shortlists}}
             for a in sample:
                 z = candidates[a]
@@ -87,8 +110,8 @@ def main(argv):
                     scores[f"shortlist_{k}"].append(len(exact & _choice(short, current[a], current[short], m - 1)))
             rows.append({"now": now, "age": now - then,
                          **{name: float(np.mean(v)) / (m - 1) for name, v in scores.items()}})
-    print(json.dumps({"task": config.task, "train_images": len(candidates), "num_candidates": candidates.shape[1],
-                      "group_size": m, "recall": rows}, indent=1))
+    print(json.dumps({"task": config.data.task, "train_images": len(candidates),
+                      "num_candidates": candidates.shape[1], "group_size": m, "recall": rows}, indent=1))
     return 0
 
 

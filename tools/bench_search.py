@@ -8,12 +8,13 @@ of a random linear map of points drawn around 2,000 cluster centres in a
 no structure, and every method's recall would be meaningless.)
 
 Timed, each with its peak resident memory above the level before it:
-  exact        `wsnn.neighbours.nearest_candidates` for --queries sampled
-               images against all N (the cost is linear in the queries, so
-               the full N x M table is projected as time * N / queries);
+  exact        `wsnn.search.nearest` for --queries sampled images against
+               all N (M + 1 neighbours, the query itself then dropped; the
+               cost is linear in the queries, so the full N x M table is
+               projected as time * N / queries);
   sklearn      NearestNeighbors(algorithm="brute") fit on all N, kneighbors
                of the same queries (projected alike);
-  pca          `reduce_dimensions` to --dims components, then the exact
+  pca          `wsnn.search.reduce_dimensions` to --dims components, then the exact
                search of ALL N images in the reduced space (the whole run,
                not projected); its recall@M against the exact sets of the
                sampled queries, and the share of each query's 7 (m-1)
@@ -29,7 +30,7 @@ import time
 
 import numpy as np
 
-from wsnn import neighbours
+from wsnn import search
 from wsnn.benchmark import PeakMemory
 
 
@@ -44,6 +45,11 @@ def synthetic_features(n, d, seed=0, clusters=2000, latent=64):
         block += 0.1 * rng.normal(size=block.shape).astype(np.float32)
         features[start:start + 20000] = np.maximum(block, 0)
     return features
+
+
+def _drop_self(found, rows, m):
+    """The M neighbours of each query but itself (normally its first of M + 1)."""
+    return np.array([[j for j in row if j != i][:m] for i, row in zip(rows, found)])
 
 
 def _recall(found, reference, k):
@@ -71,7 +77,8 @@ def main():
     scale = args.n / args.queries
 
     with PeakMemory() as usage:
-        exact = neighbours.nearest_candidates(features, args.m, chunk_size=args.chunk_size, rows=rows)
+        exact = _drop_self(search.nearest(features, args.m + 1, queries=features[rows], chunk_size=args.chunk_size),
+                           rows, args.m)
     report["exact"] = {"queries_s": usage.seconds, "projected_all_s": usage.seconds * scale,
                        "peak_mib": usage.mib}
     print(f"exact: {report['exact']}", file=sys.stderr, flush=True)
@@ -82,17 +89,16 @@ def main():
         with PeakMemory() as usage:
             index = NearestNeighbors(n_neighbors=args.m + 1, algorithm="brute").fit(features)
             found = index.kneighbors(features[rows], return_distance=False)
-        # Drop each query itself (normally its first neighbour).
-        found = np.array([[j for j in row if j != i][:args.m] for i, row in zip(rows, found)])
+        found = _drop_self(found, rows, args.m)
         report["sklearn_brute"] = {"queries_s": usage.seconds, "projected_all_s": usage.seconds * scale,
                                    "peak_mib": usage.mib, "recall_vs_exact": _recall(found, exact, args.m)}
         print(f"sklearn: {report['sklearn_brute']}", file=sys.stderr, flush=True)
         del index, found
 
     with PeakMemory() as usage:
-        reduced = neighbours.reduce_dimensions(features, args.dims)
+        reduced = search.reduce_dimensions(features, args.dims)
         reduce_s = time.perf_counter() - usage._time
-        candidates = neighbours.nearest_candidates(reduced, args.m, chunk_size=args.chunk_size)
+        candidates = search.nearest(reduced, args.m, exclude_self=True, chunk_size=args.chunk_size)
     report["pca"] = {"all_s": usage.seconds, "reduce_s": reduce_s, "peak_mib": usage.mib,
                      "recall_at_m": _recall(candidates[rows], exact, args.m),
                      "exact_top7_in_candidates": float(np.mean([len(np.intersect1d(a, b[:7])) / 7

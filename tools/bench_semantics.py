@@ -17,7 +17,7 @@ import time
 import numpy as np
 import scipy.sparse
 
-from wsnn import semantics, wordnet as wordnet_lib
+from wsnn import similarity, wordnet as wordnet_lib
 from wsnn.data.dataset import TaggedImageSet
 
 
@@ -26,12 +26,12 @@ def main():
     parser.add_argument("--tags", type=int, default=3010)
     parser.add_argument("--images", type=int, default=200000)
     parser.add_argument("--tags_per_image", type=float, default=6.8)
-    parser.add_argument("--measure", default="lin", choices=semantics.MEASURES)
+    parser.add_argument("--measure", default="lin", choices=similarity.MEASURES)
     args = parser.parse_args()
 
     wordnet = wordnet_lib.get_wordnet()
     start = time.perf_counter()
-    semantics.cached_semcor_ic(wordnet)
+    similarity.cached_semcor_ic(wordnet)
     ic_s = time.perf_counter() - start
 
     counts = {}
@@ -54,7 +54,7 @@ def main():
                              user_tags=user_tags, image_paths=[""] * args.images)
 
     start = time.perf_counter()
-    xi, info = semantics.tag_similarity(dataset, alpha=1.0, measure=args.measure, wordnet=wordnet)
+    xi, info = similarity.tag_similarity(dataset, alpha=1.0, measure=args.measure, wordnet=wordnet)
     total_s = time.perf_counter() - start
     print(json.dumps({
         "tags": args.tags, "images": args.images, "measure": args.measure,

@@ -12,10 +12,10 @@ the few below. For each task it runs, on one strategy in one process:
               not bit-reproducible), the yardstick for the mAP gap;
   fast_k_r_c  stage 2 from the same phi_0 with `--neighbour_mode=fast
               --shortlist=k --bank_refresh_steps=r --bank_extrapolation=c`,
-              for each "k/r/c" of --fast_variants. Every --overlap_every_steps-th step also
-              builds the exact batch with the same weights and records the
-              recall of its m-1 neighbours in the fast batch; those steps
-              are left out of the timings.
+              for each "k/r/c" of --fast_variants. Every --overlap_every_steps-th step a
+              hook also builds the exact batch with the same weights and
+              records the recall of its m-1 neighbours in the fast batch
+              (outside the step timings).
 
 Step time is the whole outer step (building the batch plus the distributed
 train step); ratios divide a stage-2 median by the stage-1 median. The fast
@@ -26,7 +26,6 @@ Targets: fast step at most 1.3x the stage-1 step, recall at least 0.9, mAP
 within 0.005 of exact. Writes the JSON to <workdir>/bench_step.json too.
 """
 
-import dataclasses
 import json
 import os
 import sys
@@ -35,8 +34,9 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from wsnn import io_utils
+from wsnn import io_utils, neighbours
 from wsnn import train as train_entry
+from wsnn.training.loop import Hook
 
 flags.DEFINE_list("fast_variants", ["0/0/0", "0/0/0.5", "16/0/0.5"],
                   "Fast-mode settings to measure, each shortlist/bank_refresh_steps/bank_extrapolation.")
@@ -44,49 +44,53 @@ flags.DEFINE_integer("overlap_every_steps", 5, "Measure the recall against exact
 FLAGS = flags.FLAGS
 
 
-def _summary(trainer, skip=()):
-    """Stage-2 step seconds (steps in `skip` left out) and neighbour-choosing forward passes."""
-    times = [t for i, (t, _) in enumerate(trainer.step_times[2]) if i not in skip]
-    batch = [b for i, (_, b) in enumerate(trainer.step_times[2]) if i not in skip]
-    steps = len(trainer.step_times[2])
+def _summary(trainer):
+    """Stage-2 step seconds and neighbour-choosing forward passes."""
+    times = [t for t, _ in trainer.step_times[2]]
+    batch = [b for _, b in trainer.step_times[2]]
+    steps = len(times)
     refreshes = len(trainer.bank_refresh_times)
     embedded = trainer.batches.images_embedded  # refreshes included
     return {"step_s_median": float(np.median(times)), "batch_s_median": float(np.median(batch)),
-            "steps_timed": len(times), "images_embedded_per_step": embedded / steps,
+            "steps_timed": steps, "images_embedded_per_step": embedded / steps,
             "bank_refreshes": refreshes, "bank_refresh_s_per_step": float(np.sum(trainer.bank_refresh_times)) / steps}
+
+
+class _Recall(Hook):
+    """Every `every`-th stage-2 step, before the weights change: the recall of the batch's m-1
+    neighbours per anchor in the exact Algorithm 1 batch built with the same weights (hooks run
+    outside the step timings)."""
+
+    def __init__(self, every):
+        self.every, self.exact, self.recalls = every, None, []
+
+    def before_step(self, trainer, context):
+        if context.stage != 2 or context.step % self.every:
+            return
+        config = trainer.config
+        if self.exact is None:  # exact Algorithm 1 on the same candidates and the same live model
+            self.exact = neighbours.NeighbourBatches(
+                trainer.train_source, trainer.user_tags, trainer.candidates, trainer.embed,
+                config.schedule.batch_size, config.neighbours.group_size, config.runtime.seed)
+        self.exact.set_epoch(context.epoch)
+        self.recalls.append(neighbours.neighbour_recall(context.idx, self.exact.group_indices(context.step),
+                                                        config.neighbours.group_size))
 
 
 def _run(config, dataset, task, strategy, overlap_every=0):
     """Trains one task; with overlap_every, measures the fast batches against exact ones."""
-    from wsnn import neighbours, train_lib
+    from wsnn.training.trainer import Trainer
 
-    trainer = train_lib.Trainer(config, dataset, task, strategy)
-    recalls, measured, reference = [], set(), []
-    if overlap_every:
-        build = trainer._stage2_batch
-
-        def measuring(epoch, step):
-            batch = build(epoch, step)
-            if step % overlap_every == 0:
-                if not reference:  # exact Algorithm 1 on the same candidates and the same live model
-                    reference.append(neighbours.NeighbourBatches(
-                        trainer.train_source, trainer.user_tags, trainer.batches.candidates, trainer.embed,
-                        config.batch_size, config.group_size, config.seed))
-                exact = reference[0]
-                exact.set_epoch(epoch)
-                recalls.append(neighbours.neighbour_recall(batch[2], exact.group_indices(step), config.group_size))
-                measured.add(len(trainer.step_times[2]))  # the index this step's time will get
-            return batch
-
-        trainer._stage2_batch = measuring
+    recall = _Recall(overlap_every) if overlap_every else None
+    trainer = Trainer(config, dataset, task, strategy, hooks=[recall] if recall else [])
     started = time.perf_counter()
-    summary = trainer.run()
+    summary = trainer.run().summary
     result = {"mAP": summary["metrics"]["Ours"]["mAP"], "wall_s": time.perf_counter() - started}
-    result.update(_summary(trainer, measured))
-    if recalls:
-        result["recall"] = float(np.mean(recalls))
-        result["recall_min"] = float(np.min(recalls))
-        result["recall_batches"] = len(recalls)
+    result.update(_summary(trainer))
+    if recall:
+        result["recall"] = float(np.mean(recall.recalls))
+        result["recall_min"] = float(np.min(recall.recalls))
+        result["recall_batches"] = len(recall.recalls)
     return trainer, result
 
 
@@ -99,14 +103,13 @@ def _variants():
 
 
 def _task(config, dataset, task, strategy):
-    root = config.workdir
-    exact_config = dataclasses.replace(config, workdir=os.path.join(root, "exact"), neighbour_mode="exact",
-                                       shortlist=0, task=task)
+    root = config.runtime.workdir
+    phi0 = os.path.join(root, "exact")
+    exact_config = config.replace(workdir=phi0, neighbour_mode="exact", shortlist=0, task=task)
     trainer, exact = _run(exact_config, dataset, task, strategy)
     stage1 = float(np.median([t for t, _ in trainer.step_times[1]]))
-    phi0 = exact_config.workdir
-    _, again = _run(dataclasses.replace(exact_config, workdir=os.path.join(root, "exact_again"),
-                                        warm_start_from=phi0), dataset, task, strategy)
+    _, again = _run(exact_config.replace(workdir=os.path.join(root, "exact_again"), warm_start_from=phi0),
+                    dataset, task, strategy)
     out = {"train_images": len(trainer.train_idx), "stage2_steps": len(trainer.step_times[2]),
            "stage1_step_s_median": stage1,
            "exact": dict(exact, ratio=exact["step_s_median"] / stage1),
@@ -114,9 +117,9 @@ def _task(config, dataset, task, strategy):
                                mAP_minus_exact=again["mAP"] - exact["mAP"]),
            "fast": []}
     for k, r, c in _variants():
-        fast_config = dataclasses.replace(config, workdir=os.path.join(root, f"fast_{k}_{r}_{c:g}"), task=task,
-                                          neighbour_mode="fast", shortlist=k, bank_refresh_steps=r,
-                                          bank_extrapolation=c, warm_start_from=phi0)
+        fast_config = config.replace(workdir=os.path.join(root, f"fast_{k}_{r}_{c:g}"), task=task,
+                                     neighbour_mode="fast", shortlist=k, bank_refresh_steps=r,
+                                     bank_extrapolation=c, warm_start_from=phi0)
         _, fast = _run(fast_config, dataset, task, strategy, FLAGS.overlap_every_steps)
         amortised = fast["step_s_median"] + fast["bank_refresh_s_per_step"]
         fast.update(shortlist=k, bank_refresh_steps=r, bank_extrapolation=c, ratio=fast["step_s_median"] / stage1,
@@ -137,21 +140,23 @@ def main(argv):
         print(f"bench_step: config error: {e}", file=sys.stderr)
         return 2
     from wsnn import train_lib
+    from wsnn.training import distribute
 
     logging.set_verbosity(logging.WARNING)
-    strategy = train_lib.make_strategy(config.num_devices)
+    strategy = distribute.make_strategy(config.runtime.num_devices)
     dataset = train_lib.load_or_prepare(prepare_config)
-    tasks = ("annotation", "refinement") if config.task == "both" else (config.task,)
-    report = {"settings": {"num_images": dataset.num_images, "backbone": config.backbone,
-                           "batch_size": config.batch_size, "group_size": config.group_size,
-                           "num_candidates": config.num_candidates, "stage1_epochs": config.stage1_epochs,
-                           "stage2_epochs": config.stage2_epochs, "fast_variants": variants,
+    flat = config.flat()
+    tasks = ("annotation", "refinement") if flat["task"] == "both" else (flat["task"],)
+    report = {"settings": {"num_images": dataset.num_images,
+                           **{k: flat[k] for k in ("backbone", "batch_size", "group_size", "num_candidates",
+                                                   "stage1_epochs", "stage2_epochs")},
+                           "fast_variants": variants,
                            "replicas": strategy.num_replicas_in_sync, "cpu_count": os.cpu_count()},
               "targets": {"fast_ratio_max": 1.3, "recall_min": 0.9, "mAP_gap_max": 0.005}}
     for task in tasks:
         report[task] = _task(config, dataset, task, strategy)
     text = json.dumps(report, indent=2)
-    io_utils.write_text(os.path.join(config.workdir, "bench_step.json"), text + "\n")
+    io_utils.write_text(os.path.join(config.runtime.workdir, "bench_step.json"), text + "\n")
     print(text)
     return 0
 

@@ -14,12 +14,11 @@ images. No network is trained here.
 import argparse
 import json
 
-import numpy as np
-
 from wsnn import metrics, models, train_lib
 from wsnn.baselines import knn
 from wsnn.data import pipeline
-from wsnn.prepare import PrepareConfig
+from wsnn.data.preparation import PrepareConfig
+from wsnn.training.state import split
 
 
 def main():
@@ -30,7 +29,7 @@ def main():
     parser.add_argument("--k", type=int, default=50)
     args = parser.parse_args()
     dataset = train_lib.load_or_prepare(PrepareConfig(workdir=args.workdir, num_images=args.num_images))
-    train_idx, _, eval_idx = train_lib.split(dataset.num_images, "annotation", 0.2, 0, 0.1)
+    train_idx, _, eval_idx = split(dataset.num_images, "annotation", 0.2, 0, 0.1)
     train, evaluated = dataset.subset(train_idx), dataset.subset(eval_idx)
     sources = [pipeline.ImageSource(s) for s in (train, evaluated)]
     out = {"train_images": len(train_idx), "eval_images": len(eval_idx), "k": args.k}
@@ -38,7 +37,7 @@ def main():
         model = models.build_model("small_cnn", dataset.num_tags, sources[0].get([0]).shape[1:], weights)
         feats = [models.source_features(model, s) for s in sources]
         tags = knn.knn_scores(feats[0], train.user_tags, feats[1], k=args.k)
-        out[f"{name} KNN (user tags)"] = metrics.evaluate(train_lib.label_scores(tags, dataset), evaluated.labels)
+        out[f"{name} KNN (user tags)"] = metrics.evaluate(dataset.label_scores(tags), evaluated.labels)
         by_label = knn.knn_scores(feats[0], train.labels, feats[1], k=args.k)
         out[f"{name} KNN (true labels)"] = metrics.evaluate(by_label, evaluated.labels)
     print(json.dumps(out, indent=1))

@@ -11,7 +11,8 @@ file is first checked with the decoder that training and serving use
 assets/wsnn.json, read from the file's header before decoding); a corrupt,
 non-image or too large file is reported on stderr and skipped. The others
 are sent, as raw file bytes in batches, to the model's `serving_default`
-signature, so they are decoded and resized exactly as TF Serving would.
+signature (`wsnn.tagger`), so they are decoded and resized exactly as TF
+Serving would.
 
 Loading a SavedModel runs the ops of its graph: use only models you trust.
 
@@ -31,7 +32,6 @@ or model error (no images given; a missing, incomplete or damaged SavedModel
 or assets/wsnn.json), printed as one line naming the file.
 """
 
-import collections
 import concurrent.futures
 import glob
 import json
@@ -39,18 +39,12 @@ import os
 import sys
 
 import numpy as np
-import tensorflow as tf
 
-from wsnn import export
+from wsnn import checks, tagger
 from wsnn.data import images as images_lib
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 FORMATS = ("table", "json", "jsonl")
-
-# A path that could not be annotated. `kind` is "unmatched" (an argument that
-# names no image file) or "skipped" (a file that does not decode, or is over
-# the pixel limit).
-Failure = collections.namedtuple("Failure", "path reason kind")
 
 
 def failure_line(failure):
@@ -86,16 +80,16 @@ def expand_paths(args):
         elif os.path.isdir(arg):
             found = _image_files(arg)
             if not found:
-                failures.append(Failure(arg, f"no image files ({' '.join(IMAGE_EXTENSIONS)}) in this directory",
-                                        "unmatched"))
+                failures.append(tagger.Failure(
+                    arg, f"no image files ({' '.join(IMAGE_EXTENSIONS)}) in this directory", "unmatched"))
                 continue
         else:
             found = []
             for match in sorted(glob.glob(arg, recursive=True)):
                 found += _image_files(match) if os.path.isdir(match) else [match]
             if not found:
-                failures.append(Failure(arg, "no such file, and no image file matches it as a pattern",
-                                        "unmatched"))
+                failures.append(tagger.Failure(arg, "no such file, and no image file matches it as a pattern",
+                                               "unmatched"))
                 continue
         for path in found:
             key = os.path.normpath(path)
@@ -110,72 +104,7 @@ def check_files(paths, max_pixels=images_lib.MAX_PIXELS, workers=8):
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         errors = list(pool.map(lambda p: images_lib.decode_error(p, max_pixels), paths))
     good = [p for p, e in zip(paths, errors) if e is None]
-    return good, [Failure(p, e, "skipped") for p, e in zip(paths, errors) if e is not None]
-
-
-def load_model(model_path):
-    """`export.load`, also checking the serving_default signature against the metadata.
-
-    Raises:
-      ValueError: no SavedModel at `model_path`, an incomplete or damaged
-        one, one without serving_default, or an assets/wsnn.json that is bad
-        or lists another number of tags than the model outputs.
-    """
-    loaded, metadata = export.load(model_path)
-    if "serving_default" not in loaded.signatures:
-        raise ValueError(f"--model={model_path}: the SavedModel has no serving_default signature")
-    num_tags = loaded.signatures["serving_default"].structured_outputs["probabilities"].shape[-1]
-    if num_tags != len(metadata["tag_names"]):
-        path = os.path.join(export.resolve_version_dir(model_path), "assets", export.METADATA)
-        raise ValueError(f"{path}: lists {len(metadata['tag_names'])} tag names, but the model outputs "
-                         f"{num_tags} probabilities; export the model again")
-    return loaded, metadata
-
-
-def predict_files(loaded, paths, batch_size=32):
-    """Tag probabilities of image files through the serving_default signature.
-
-    A batch that the model's graph refuses (e.g. an export made by an older
-    wsnn, whose graph decoded differently from `check_files`) is retried one
-    file at a time, so only the files it refuses are lost.
-
-    Args:
-      loaded: a SavedModel from `export.load`.
-      paths: image files.
-      batch_size: files per call.
-
-    Returns:
-      (probabilities, ok, failures): a len(ok) x C float32 array for the
-      files at indices `ok` of `paths`, and a Failure for each other file.
-    """
-    serve = loaded.signatures["serving_default"]
-
-    def run(batch):
-        contents = []
-        for path in batch:
-            with open(path, "rb") as f:
-                contents.append(f.read())
-        return serve(image_bytes=tf.constant(contents, tf.string))["probabilities"].numpy()
-
-    rows, ok, failures = [], [], []
-    for start in range(0, len(paths), batch_size):
-        batch = paths[start:start + batch_size]
-        try:
-            rows.append(run(batch))
-            ok += range(start, start + len(batch))
-            continue
-        except tf.errors.InvalidArgumentError:
-            pass
-        for i, path in enumerate(batch, start):
-            try:
-                rows.append(run([path]))
-                ok.append(i)
-            except tf.errors.InvalidArgumentError as e:
-                failures.append(Failure(path, f"the model cannot decode it ({images_lib.error_message(e)})",
-                                        "skipped"))
-    num_tags = int(serve.structured_outputs["probabilities"].shape[-1])
-    probabilities = np.concatenate(rows) if rows else np.zeros((0, num_tags), np.float32)
-    return probabilities, ok, failures
+    return good, [tagger.Failure(p, e, "skipped") for p, e in zip(paths, errors) if e is not None]
 
 
 def select_tags(probabilities, tag_names, top_k=5, threshold=0.0):
@@ -215,18 +144,15 @@ def annotate(model_path, paths, top_k=5, threshold=0.0, batch_size=32):
     """
     if not paths:
         raise ValueError("no images given: pass image files, directories or glob patterns")
-    if top_k < 1:
-        raise ValueError(f"--top_k must be at least 1, got {top_k}")
-    if not 0 <= threshold <= 1:
-        raise ValueError(f"--threshold must be in [0, 1], got {threshold}")
-    if batch_size < 1:
-        raise ValueError(f"--batch_size must be at least 1, got {batch_size}")
+    checks.at_least_one(top_k=top_k)
+    checks.in_unit_interval(threshold=threshold)
+    checks.at_least_one(batch_size=batch_size)
     # The model first: a wrong --model should fail before minutes of decoding.
-    loaded, metadata = load_model(model_path)
+    loaded, metadata = tagger.load_model(model_path)
     tag_names = metadata["tag_names"]
     files, failures = expand_paths(paths)
     good, skipped = check_files(files, metadata["max_pixels"])
-    probabilities, ok, undecodable = predict_files(loaded, good, batch_size)
+    probabilities, ok, undecodable = tagger.predict_files(loaded, good, batch_size)
     failures += skipped + undecodable
     top_k = min(top_k, len(tag_names))
     results = [{"image": good[i], "tags": select_tags(p, tag_names, top_k, threshold)}

@@ -3,7 +3,7 @@
     python -m wsnn.benchmark --flagfile=flags/benchmark_fashion_tags.cfg
 
 For each seed, every method sees the same data, split (training,
-validation, evaluated images; see `train_lib.split`) and features:
+validation, evaluated images; see `wsnn.training.state.split`) and features:
   annotation  RandomGuess, KNN, TagVote, Multi-CNN (phi_0),
               Multi-CNN (same budget), ours [, ours with the variant]
   refinement  UserTags, TagCooccur, TagVote, RPCA, Multi-CNN (phi_0),
@@ -37,8 +37,6 @@ dynamic_neighbours.png (the paper's Fig. 4).
 """
 
 import dataclasses
-import itertools
-import json
 import os
 import sys
 import threading
@@ -48,9 +46,10 @@ import numpy as np
 import scipy.sparse
 
 from wsnn import config as config_lib
-from wsnn import io_utils, metrics, prepare
+from wsnn import flags_lib, io_utils, metrics
 from wsnn.baselines import knn, rpca, tagcooccur, tagvote, trivial
 from wsnn.config import field
+from wsnn.data import preparation
 
 METRICS = ("miAP", "mAP", "MicroAUC", "MacroAUC")
 ANNOTATION_METHODS = ("RandomGuess", "KNN", "TagVote", "KNN (phi_0 features)", "TagVote (phi_0 features)",
@@ -143,20 +142,17 @@ class PeakMemory:
 
 
 def _train(config, dataset, task, strategy):
+    """Trains one task; returns (its `TaskResult`, its time and peak memory)."""
     from wsnn import train_lib
 
-    trainer = train_lib.Trainer(config, dataset, task, strategy)
-    config_lib.write_config(config, trainer.dir)
     with PeakMemory() as usage:
-        summary = trainer.run()
-    return trainer, summary, usage
+        result = train_lib.train_task(config, dataset, task, strategy)
+    return result, usage
 
 
 def _evaluate(tag_scores, dataset, labels):
     """The four metrics and the per-label AP of N x C tag scores."""
-    from wsnn.train_lib import label_scores
-
-    scores = label_scores(tag_scores, dataset)
+    scores = dataset.label_scores(tag_scores)
     result = metrics.evaluate(scores, labels, label_names=dataset.label_names)
     result["ap_per_label"] = [float(metrics.mean_average_precision(scores[:, [l]], labels[:, [l]]))
                               if labels[:, l].any() else None for l in range(labels.shape[1])]
@@ -166,13 +162,14 @@ def _evaluate(tag_scores, dataset, labels):
 def pretrained_features(config, dataset):
     """The pretrained backbone's features (the `--weights` file, before any training on tags) of every
     image, computed once for all seeds and protocols; None without pretrained weights."""
-    if config.weights == "none":
+    if config.model.weights == "none":
         return None
     from wsnn import models
     from wsnn.data import pipeline
 
-    source = pipeline.ImageSource(dataset, config.image_size or None, config.channels or None)
-    model = models.build_model(config.backbone, dataset.num_tags, source.get([0]).shape[1:], config.weights)
+    source = pipeline.ImageSource(dataset, config.data.image_size or None, config.data.channels or None)
+    model = models.build_model(config.model.backbone, dataset.num_tags, source.get([0]).shape[1:],
+                               config.model.weights)
     return models.source_features(model, source)
 
 
@@ -192,30 +189,30 @@ def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=
 
     `variant`: the settings of the "Ours (bce)" row (from the grid search), or None. `pretrained`:
     `pretrained_features` of every image, or None."""
-    config = dataclasses.replace(config, seed=seed, workdir=os.path.join(config.workdir, f"seed{seed}"),
-                                 save_stage1_features=True, task="both")
+    workdir = os.path.join(config.runtime.workdir, f"seed{seed}")
+    config = config.replace(seed=seed, workdir=workdir, save_stage1_features=True, task="both")
     results = {}
     for task in ("annotation", "refinement"):
-        trainer, summary, usage = _train(config, dataset, task, strategy)
-        phi0 = np.load(os.path.join(trainer.dir, "phi0_features.npz"))
-        train_set, eval_set = trainer.train_set, trainer.eval_set
+        ours, usage = _train(config, dataset, task, strategy)
+        phi0 = ours.phi0
+        train_set, eval_set = dataset.subset(ours.train_idx), dataset.subset(ours.eval_idx)
         labels = eval_set.labels
         rows = {"Multi-CNN": _evaluate(phi0["eval_tag_probs"], dataset, labels),
-                "Ours": dict(_evaluate(trainer.predict(trainer.eval_source), dataset, labels),
+                "Ours": dict(_evaluate(ours.eval_tag_probs, dataset, labels),
                              seconds=usage.seconds, peak_mib=usage.mib,
-                             stage2_epoch=summary["selection"]["stage2_epoch"])}
+                             stage2_epoch=ours.summary["selection"]["stage2_epoch"])}
         extra = {"Multi-CNN (same budget)": dict(stage2_objective="multi_cnn")}
         if variant:
             extra["Ours (bce)"] = variant
         for name, change in extra.items():
-            other = dataclasses.replace(config, **change, warm_start_from=config.workdir,
-                                        workdir=os.path.join(config.workdir, name.replace(" ", "_")))
-            other_trainer, other_summary, use = _train(other, dataset, task, strategy)
-            rows[name] = dict(_evaluate(other_trainer.predict(other_trainer.eval_source), dataset, labels),
+            other = config.replace(**change, warm_start_from=workdir,
+                                   workdir=os.path.join(workdir, name.replace(" ", "_")))
+            result, use = _train(other, dataset, task, strategy)
+            rows[name] = dict(_evaluate(result.eval_tag_probs, dataset, labels),
                               seconds=use.seconds, peak_mib=use.mib,
-                              stage2_epoch=other_summary["selection"]["stage2_epoch"])
-        visual = phi0 if pretrained is None else {"train": pretrained[trainer.train_idx],
-                                                  "eval": pretrained[trainer.eval_idx]}
+                              stage2_epoch=result.summary["selection"]["stage2_epoch"])
+        visual = phi0 if pretrained is None else {"train": pretrained[ours.train_idx],
+                                                  "eval": pretrained[ours.eval_idx]}
 
         def add(name, fn):
             with PeakMemory() as use:
@@ -228,12 +225,11 @@ def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=
                                           train_users=train_set.users, exclude_self=refine)
 
         if task == "annotation":
-            upper = dataclasses.replace(config, stage2_epochs=0, save_stage1_features=False,
-                                        workdir=os.path.join(config.workdir, "true_labels"))
-            upper_trainer, _, use = _train(upper, true_label_tags(dataset), task, strategy)
-            rows["Multi-CNN (true labels)"] = dict(
-                _evaluate(upper_trainer.predict(upper_trainer.eval_source), dataset, labels),
-                seconds=use.seconds, peak_mib=use.mib)
+            upper = config.replace(stage2_epochs=0, save_stage1_features=False,
+                                   workdir=os.path.join(workdir, "true_labels"))
+            result, use = _train(upper, true_label_tags(dataset), task, strategy)
+            rows["Multi-CNN (true labels)"] = dict(_evaluate(result.eval_tag_probs, dataset, labels),
+                                                   seconds=use.seconds, peak_mib=use.mib)
             with PeakMemory() as use:
                 random_guess = trivial.random_guess(labels, seed=seed)[0]
             rows["RandomGuess"] = dict(random_guess, seconds=use.seconds, peak_mib=use.mib)
@@ -246,7 +242,7 @@ def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=
                 add("TagVote (phi_0 features)", lambda: tagvote_scores(phi0, False))
         else:
             # Refinement trains on every image; the evaluated ones are those outside the validation split.
-            on_eval = trainer.eval_idx
+            on_eval = ours.eval_idx
 
             def add_refined(name, fn):
                 add(name, lambda: fn()[on_eval])
@@ -259,6 +255,8 @@ def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=
                                                          tag_similarity=tag_similarity_fn(train_set, config),
                                                          lam=bench.rpca_lam, max_iter=bench.rpca_max_iter)[0])
         results[task] = rows
+        if task == "refinement":
+            results["neighbour_snapshots"] = ours.neighbour_snapshots
     return results
 
 
@@ -282,11 +280,13 @@ def grid_search(config, bench, dataset, strategy):
     """Chooses lambda1, lambda2, alpha and the stage-2 learning rate, per L_err, on the validation split
     of the first seed's annotation training images (the evaluated images' labels are never read: each
     trial is scored by `Trainer.history`'s validation mAP at its best stage-2 epoch)."""
-    base = dataclasses.replace(config, task="annotation", stage2_epochs=bench.grid_stage2_epochs,
-                               eval_max_images=0, workdir=os.path.join(config.workdir, "grid"))
-    phi0 = dataclasses.replace(base, stage2_epochs=0, workdir=os.path.join(base.workdir, "phi0"))
-    _train(phi0, dataset, "annotation", strategy)  # one phi_0 for every trial
-    rates = _floats(bench.grid_learning_rate) or [config.stage2_learning_rate or config.learning_rate]
+    grid_dir = os.path.join(config.runtime.workdir, "grid")
+    base = config.replace(task="annotation", stage2_epochs=bench.grid_stage2_epochs, eval_max_images=0,
+                          workdir=grid_dir)
+    phi0_dir = os.path.join(grid_dir, "phi0")
+    _train(base.replace(stage2_epochs=0, workdir=phi0_dir), dataset, "annotation", strategy)  # one phi_0 for all
+    schedule = config.schedule
+    rates = _floats(bench.grid_learning_rate) or [schedule.stage2_learning_rate or schedule.learning_rate]
     out = {"trials": [], "chosen": {}, "searched_on": "validation split of seed 0's annotation training images",
            "validation_images": None}
     for user_error in _strings(bench.grid_user_error):
@@ -296,22 +296,21 @@ def grid_search(config, bench, dataset, strategy):
             for values in (plan if isinstance(plan, list) else plan({k: best[k] for k in GRID_KEYS[:4]})):
                 values = dict(values, user_error=user_error)
                 name = "_".join(f"{k}={v:g}" if isinstance(v, float) else f"{v}" for k, v in values.items())
-                trial_config = dataclasses.replace(base, **values, warm_start_from=phi0.workdir,
-                                                   workdir=os.path.join(base.workdir, name))
-                trainer, summary, usage = _train(trial_config, dataset, "annotation", strategy)
-                stage2 = [r for r in trainer.history if r["stage"] == 2]
+                trial_config = base.replace(**values, warm_start_from=phi0_dir, workdir=os.path.join(grid_dir, name))
+                result, usage = _train(trial_config, dataset, "annotation", strategy)
+                stage2 = [r for r in result.history if r["stage"] == 2]
                 kept = max(stage2, key=lambda r: r["validation"]["mAP"])
                 trial = dict(values, validation=kept["validation"], stage2_epoch=kept["epoch"],
                              validation_per_epoch=[r["validation"]["mAP"] for r in stage2],
                              diagnostics=[r["diagnostics"] for r in stage2], seconds=usage.seconds)
                 trials.append(trial)
-                out["validation_images"] = summary["validation_images"]
+                out["validation_images"] = result.summary["validation_images"]
                 print(f"grid {name}: validation mAP {kept['validation']['mAP']:.4f} "
                       f"(stage-2 epoch {kept['epoch']})", flush=True)
             best = choose(trials)
         out["chosen"][user_error] = {k: best[k] for k in GRID_KEYS}
         out["trials"] += trials
-    _hparams(out["trials"], os.path.join(config.workdir, "benchmark", "hparams"))
+    _hparams(out["trials"], os.path.join(config.runtime.workdir, "benchmark", "hparams"))
     return out
 
 
@@ -343,13 +342,13 @@ def ablation(config, dataset, strategy, variant=None):
     the four metrics per protocol."""
     out = {}
     for name, change in ablation_variants(variant).items():
-        variant_config = dataclasses.replace(config, task="both", seed=0, **change,
-                                             workdir=os.path.join(config.workdir, "ablation",
-                                                                  name.replace(" ", "_")),
-                                             warm_start_from=os.path.join(config.workdir, "seed0"))
+        workdir = config.runtime.workdir
+        variant_config = config.replace(task="both", seed=0, **change,
+                                        workdir=os.path.join(workdir, "ablation", name.replace(" ", "_")),
+                                        warm_start_from=os.path.join(workdir, "seed0"))
         out[name] = {}
         for task in ("annotation", "refinement"):
-            _, summary, _ = _train(variant_config, dataset, task, strategy)
+            summary = _train(variant_config, dataset, task, strategy)[0].summary
             out[name][task] = dict(summary["metrics"]["Ours"], stage2_epoch=summary["selection"]["stage2_epoch"])
     return out
 
@@ -454,27 +453,29 @@ def _png_bytes(image):
 
 def run(config, prepare_config, bench):
     """The whole benchmark; returns the results dict written to results.json."""
-    from wsnn import semantics, train_lib
+    from wsnn import similarity, train_lib
+    from wsnn.training import distribute
 
     started = time.perf_counter()
-    strategy = train_lib.make_strategy(config.num_devices)
+    strategy = distribute.make_strategy(config.runtime.num_devices)
     dataset = train_lib.load_or_prepare(prepare_config)
     if dataset.labels is None:
         raise ValueError("the benchmark needs ground-truth labels; this dataset has none")
-    out_dir = os.path.join(config.workdir, "benchmark")
-    results = {"config": dataclasses.asdict(config), "benchmark": dataclasses.asdict(bench)}
+    out_dir = os.path.join(config.runtime.workdir, "benchmark")
+    results = {"config": config.flat(), "benchmark": dataclasses.asdict(bench)}
     variant = None
     if bench.grid_search:
         results["grid_search"] = grid_search(config, bench, dataset, strategy)
         chosen = results["grid_search"]["chosen"]
         if "l1" in chosen:
-            config = dataclasses.replace(config, **chosen["l1"])
+            config = config.replace(**chosen["l1"])
         variant = chosen.get("bce")
         print(f"grid search chose {chosen}", flush=True)
 
     def similarity(train_set, cfg):
-        return semantics.tag_similarity(train_set, cfg.alpha, cfg.similarity_measure, cfg.ic_file or None,
-                                        cache_dir=os.path.join(config.workdir, "prepared", "cache"))[0]
+        sem = cfg.semantics
+        return similarity.tag_similarity(train_set, sem.alpha, sem.similarity_measure, sem.ic_file or None,
+                                        cache_dir=os.path.join(config.runtime.workdir, "prepared", "cache"))[0]
 
     pretrained = pretrained_features(config, dataset)
     per_seed = [run_seed(config, bench, dataset, seed, strategy, similarity, variant, pretrained)
@@ -502,11 +503,11 @@ def _pictures(config, dataset, per_seed, out_dir):
               for method, row in per_seed[0][task].items() if "ap_per_label" in row}
         plot_ap_bars(ap, dataset.label_names, os.path.join(out_dir, f"ap_per_label_{task}.png"),
                      f"{task}: AP per label (seed 0)")
-    snapshots_path = os.path.join(config.workdir, "seed0", "refinement", "neighbour_snapshots.json")
-    if os.path.isfile(snapshots_path):
-        source = pipeline.ImageSource(dataset, config.image_size or None, config.channels or None)
-        with open(snapshots_path) as f:
-            plot_neighbours(json.load(f), dataset, source, os.path.join(out_dir, "dynamic_neighbours.png"))
+    # Refinement trains on every image, so its training-image indices are the dataset's.
+    snapshots = per_seed[0].get("neighbour_snapshots")
+    if snapshots:
+        source = pipeline.ImageSource(dataset, config.data.image_size or None, config.data.channels or None)
+        plot_neighbours(snapshots, dataset, source, os.path.join(out_dir, "dynamic_neighbours.png"))
 
 
 def main(argv):
@@ -514,9 +515,11 @@ def main(argv):
         print(f"wsnn.benchmark: error: unexpected arguments {' '.join(argv[1:])}", file=sys.stderr)
         return 2
     try:
-        config = config_lib.from_flags(config_lib.TrainConfig)
-        prepare_config = config_lib.from_flags(prepare.PrepareConfig, workdir=config.workdir, seed=config.seed)
-        bench = config_lib.from_flags(BenchmarkConfig)
+        config = flags_lib.from_flags(config_lib.TrainConfig)
+        config_lib.check_files(config)
+        prepare_config = flags_lib.from_flags(preparation.PrepareConfig, workdir=config.runtime.workdir,
+                                              seed=config.runtime.seed)
+        bench = flags_lib.from_flags(BenchmarkConfig)
     except ValueError as e:
         print(f"wsnn.benchmark: config error: {e}", file=sys.stderr)
         return 2
@@ -524,13 +527,14 @@ def main(argv):
 
     logging.set_verbosity(logging.WARNING)
     try:
-        with io_utils.workdir_lock(config.workdir):
+        with io_utils.workdir_lock(config.runtime.workdir):
             results = run(config, prepare_config, bench)
     except (ValueError, RuntimeError, FloatingPointError, OSError) as e:
         print(f"wsnn.benchmark: error: {e}", file=sys.stderr)
         return 1
-    print(open(os.path.join(config.workdir, "benchmark", "tables.md")).read())
-    print(f"Results: {os.path.join(config.workdir, 'benchmark')} ({results['wall_seconds'] / 60:.1f} min)")
+    out_dir = os.path.join(config.runtime.workdir, "benchmark")
+    print(open(os.path.join(out_dir, "tables.md")).read())
+    print(f"Results: {out_dir} ({results['wall_seconds'] / 60:.1f} min)")
     return 0
 
 
@@ -538,9 +542,9 @@ def run_cli():
     """Console-script entry point."""
     from absl import app
 
-    config_lib.define_flags(config_lib.TrainConfig)
-    config_lib.define_flags(prepare.PrepareConfig, skip=("workdir", "seed"))
-    config_lib.define_flags(BenchmarkConfig)
+    flags_lib.define_flags(config_lib.TrainConfig, "train")
+    flags_lib.define_flags(preparation.PrepareConfig, "prepare", skip=("workdir", "seed"))
+    flags_lib.define_flags(BenchmarkConfig, "benchmark")
     app.run(main)
 
 

@@ -2,7 +2,7 @@
 
 Zhang et al. (AAAI 2018), "Dynamic Neighbors": the initial network phi_0
 embeds every image and each image i gets the candidate set Z_i of its M
-nearest images by Euclidean distance (`nearest_candidates`). During stage-2
+nearest images by Euclidean distance (`wsnn.search.nearest`). During stage-2
 training, each batch is built by Algorithm 1 (`NeighbourBatches`): for each of
 the next s/m anchor images, embed the anchor and its M candidates with the
 *current* network phi_n, keep the m-1 candidates now nearest to the anchor,
@@ -34,109 +34,12 @@ candidates that are all that old; measured in BUILD_NOTES.md).
 
 import math
 
-import keras
 import numpy as np
 import scipy.sparse
 
-__all__ = ["nearest_candidates", "reduce_dimensions", "NeighbourBatches", "neighbour_recall"]
+from wsnn import checks, search
 
-
-def _smallest(distances, count):
-    """Column indices of the `count` smallest entries of each row.
-
-    Sorted nearest first; equal distances keep the lower column first, so the
-    result does not depend on how the selection algorithm orders ties.
-    """
-    kth = np.partition(distances, count - 1, axis=1)[:, count - 1:count]
-    keep = distances <= kth
-    # Ties at the count-th distance keep too many in a row: drop the extra
-    # tied columns with the highest indices.
-    extra = keep.sum(axis=1) - count
-    for row in np.flatnonzero(extra):
-        tied = np.flatnonzero(distances[row] == kth[row, 0])
-        keep[row, tied[len(tied) - extra[row]:]] = False
-    columns = np.nonzero(keep)[1].reshape(len(distances), count)  # ascending within a row
-    order = np.argsort(np.take_along_axis(distances, columns, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(columns, order, axis=1)
-
-
-def nearest_candidates(features, num_candidates, chunk_size=2048, progress=None, rows=None):
-    """The candidate sets Z: each image's M nearest other images.
-
-    Exact Euclidean search, ``||q||^2 + ||x||^2 - 2 q.x`` in float32, over
-    chunks of query rows so that memory is O(chunk_size * N) (about
-    9 * chunk_size * N bytes at the peak), never N x N. The cost is
-    2 N^2 d multiply-adds: at N=200,000 and d=4,096 about an hour on two
-    CPU cores (tools/bench_search.py); `reduce_dimensions` first cuts d.
-
-    Args:
-      features: N x d array, the phi_0 features of the N images.
-      num_candidates: M, the candidates per image; 1 <= M < N.
-      chunk_size: query rows per chunk.
-      progress: optional callable(done, total) called after each chunk with
-        the number of query rows done so far and their count.
-      rows: optional indices of the query images (default: all N), e.g. a
-        sample to time or a worker's share.
-
-    Returns:
-      int32 array (N or len(rows)) x M; the row of image i lists the other
-      images nearest to it, nearest first, ties by lower index. Image i itself
-      is never in its row.
-
-    Raises:
-      ValueError: features not 2-D or not finite, or M not in [1, N).
-    """
-    features = np.asarray(features, np.float32)
-    if features.ndim != 2:
-        raise ValueError(f"features must be 2-D (N x d), got shape {features.shape}")
-    n = len(features)
-    if int(num_candidates) != num_candidates or not 1 <= num_candidates < n:
-        raise ValueError(f"num_candidates M={num_candidates} must be in [1, N) with N={n} images")
-    if int(chunk_size) != chunk_size or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if not np.all(np.isfinite(features)):
-        raise ValueError("features contain NaN or Inf")
-    num_candidates, chunk_size = int(num_candidates), int(chunk_size)
-    rows = np.arange(n) if rows is None else np.asarray(rows, np.int64).reshape(-1)
-    if len(rows) and (rows.min() < 0 or rows.max() >= n):
-        raise ValueError(f"rows must be image indices in [0, {n})")
-    squared_norms = np.einsum("ij,ij->i", features, features)
-    candidates = np.empty((len(rows), num_candidates), np.int32)
-    for start in range(0, len(rows), chunk_size):
-        chunk = rows[start:start + chunk_size]
-        distances = features[chunk] @ features.T
-        distances *= -2.0
-        distances += squared_norms[chunk, np.newaxis]
-        distances += squared_norms[np.newaxis, :]
-        distances[np.arange(len(chunk)), chunk] = np.inf  # not its own neighbour
-        candidates[start:start + len(chunk)] = _smallest(distances, num_candidates)
-        if progress is not None:
-            progress(start + len(chunk), len(rows))
-    return candidates
-
-
-def reduce_dimensions(features, dims, seed=0, fit_sample=20000):
-    """Projects N x d features on their first `dims` principal components (float32).
-
-    For candidate search at scale: distances in the projection approximate
-    the original ones (exactly when the features lie in a `dims`-dimensional
-    affine subspace), at dims/d of the search cost. The components are
-    fitted (randomised SVD) on at most `fit_sample` rows drawn with `seed`.
-    Features with d <= dims are returned unchanged.
-    """
-    from sklearn.decomposition import PCA
-
-    features = np.asarray(features, np.float32)
-    if int(dims) != dims or dims < 1:
-        raise ValueError(f"dims must be a positive integer, got {dims!r}")
-    if features.shape[1] <= dims:
-        return features
-    rng = np.random.default_rng(seed)
-    sample = features if len(features) <= fit_sample else features[np.sort(rng.choice(len(features), fit_sample,
-                                                                                       replace=False))]
-    pca = PCA(n_components=min(int(dims), len(sample)), svd_solver="randomized", random_state=seed).fit(sample)
-    return np.concatenate([pca.transform(features[i:i + 65536]).astype(np.float32)
-                           for i in range(0, len(features), 65536)])
+__all__ = ["NeighbourBatches", "neighbour_recall"]
 
 
 def _distances(features, anchors, candidates):
@@ -160,13 +63,7 @@ def neighbour_recall(indices, reference, group_size):
                           for g, r in zip(groups, reference)]))
 
 
-def _positive_int(value, name):
-    if int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-class NeighbourBatches(keras.utils.PyDataset):
+class NeighbourBatches:
     """Training batches of anchors and their current nearest neighbours (Algorithm 1).
 
     Each epoch every image is an anchor exactly once, in an order shuffled by
@@ -178,19 +75,16 @@ class NeighbourBatches(keras.utils.PyDataset):
     first).
 
     `embed_fn` must use the model being trained (not a copy of its weights),
-    so the neighbours follow the network phi_n as it learns. With
-    ``workers > 1`` Keras prepares batches ahead, so they use slightly older
-    weights.
+    so the neighbours follow the network phi_n as it learns.
 
-    Items are ``(images, user_tags, indices)``: the third element is the image
-    indices, not Keras sample weights, so this is for a custom training loop,
-    not `Model.fit`.
+    Items are ``(images, user_tags, indices)``, for the trainer's own loop.
 
     Args:
       image_source: a `wsnn.data.pipeline.ImageSource` (``get`` and
         ``num_images``).
       user_tags: G, N x C (sparse or dense) 0/1.
-      candidates: Z, N x M integer indices (`nearest_candidates`).
+      candidates: Z, N x M integer indices (`wsnn.search.nearest` with
+        ``exclude_self=True``).
       embed_fn: callable(uint8 images k x H x W x ch) -> k x d features
         (NumPy or tensor).
       batch_size: s, rows per batch.
@@ -207,7 +101,6 @@ class NeighbourBatches(keras.utils.PyDataset):
       extrapolation: fast mode only: c >= 0; once two refreshes have given
         each row's drift per step v, rows are read as bank + c * age * v
         (0: as stored).
-      **kwargs: `keras.utils.PyDataset` arguments (workers, ...).
 
     Raises:
       ValueError: sizes that do not fit together (see the messages).
@@ -215,13 +108,12 @@ class NeighbourBatches(keras.utils.PyDataset):
 
     def __init__(self, image_source, user_tags, candidates, embed_fn, batch_size=64,
                  group_size=8, seed=0, epoch=0, max_embed_batch=4096, bank=None, shortlist=0,
-                 extrapolation=0.0, **kwargs):
-        super().__init__(**kwargs)
+                 extrapolation=0.0):
         self.image_source = image_source
         self.embed_fn = embed_fn
-        self.batch_size = _positive_int(batch_size, "batch_size s")
-        self.group_size = _positive_int(group_size, "group_size m")
-        self.max_embed_batch = _positive_int(max_embed_batch, "max_embed_batch")
+        self.batch_size = checks.positive_int(batch_size, "batch_size s")
+        self.group_size = checks.positive_int(group_size, "group_size m")
+        self.max_embed_batch = checks.positive_int(max_embed_batch, "max_embed_batch")
         self.seed = seed
         n = image_source.num_images
         self.user_tags = scipy.sparse.csr_matrix(user_tags)

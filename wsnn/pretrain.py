@@ -38,8 +38,7 @@ import time
 import numpy as np
 from absl import flags
 
-from wsnn import backbone_weights
-from wsnn import config as config_lib
+from wsnn import backbone_weights, checks, flags_lib
 from wsnn.config import field
 from wsnn.data import fashion_tags
 from wsnn.data.dataset import DataError
@@ -85,9 +84,7 @@ class PretrainConfig:
             fail("out", "must end in .npz")
         if self.num_mosaics < 2 * HOLDOUT_DIVISOR:
             fail("num_mosaics", f"must be >= {2 * HOLDOUT_DIVISOR}")
-        for name in ("epochs", "batch_size", "log_every_steps"):
-            if getattr(self, name) < 1:
-                fail(name, "must be >= 1")
+        checks.at_least_one(epochs=self.epochs, batch_size=self.batch_size, log_every_steps=self.log_every_steps)
         if not self.learning_rate > 0:
             fail("learning_rate", "must be > 0")
         if not 0 <= self.momentum < 1:
@@ -363,7 +360,7 @@ def pretrain(config, log=_print):
 
 def define_flags(flag_values=flags.FLAGS):
     """One flag per field of PretrainConfig."""
-    config_lib.define_flags(PretrainConfig, flag_values=flag_values)
+    flags_lib.define_flags(PretrainConfig, "wsnn.pretrain", flag_values=flag_values)
 
 
 def main(argv, flag_values=flags.FLAGS):
@@ -379,7 +376,7 @@ def main(argv, flag_values=flags.FLAGS):
     if len(rest) > 1:
         return error(2, f"unexpected arguments: {' '.join(rest[1:])}")
     try:
-        config = config_lib.from_flags(PretrainConfig, flag_values)
+        config = flags_lib.from_flags(PretrainConfig, flag_values)
     except ValueError as e:
         return error(2, f"config error: {e}")
     try:

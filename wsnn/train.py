@@ -1,9 +1,10 @@
 """Train wsnn: `python -m wsnn.train --flagfile=flags/fashion_tags.cfg`.
 
 A thin entry point: flags -> frozen configs (`TrainConfig`, `PrepareConfig`)
--> `train_lib.run`. Flags: every field of both configs (see `--helpfull`);
-absl reads `--flagfile` natively, so a flagfile is an experiment. Flags after
-the flagfile override it.
+-> `train_lib.run`. Flags: every leaf of both configs, listed by group in
+`--helpfull` (train.data, train.model, train.schedule, ...; prepare); absl
+reads `--flagfile` natively, so a flagfile is an experiment. Flags after the
+flagfile override it.
 """
 
 import sys
@@ -11,22 +12,26 @@ import sys
 from absl import app, flags, logging
 
 from wsnn import config as config_lib
-from wsnn import prepare
+from wsnn import flags_lib
 from wsnn import wordnet as wordnet_lib
+from wsnn.data import preparation
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    """One flag per field of TrainConfig and PrepareConfig (the tools that train use them too)."""
-    config_lib.define_flags(config_lib.TrainConfig)
-    config_lib.define_flags(prepare.PrepareConfig, skip=("workdir", "seed"))
+    """One flag per leaf of TrainConfig and PrepareConfig (the tools that train use them too)."""
+    flags_lib.define_flags(config_lib.TrainConfig, "train")
+    flags_lib.define_flags(preparation.PrepareConfig, "prepare", skip=("workdir", "seed"))
 
 
 def configs_from_flags():
-    """(TrainConfig, PrepareConfig) from the parsed flags; ValueError names a bad flag."""
-    config = config_lib.from_flags(config_lib.TrainConfig)
-    return config, config_lib.from_flags(prepare.PrepareConfig, workdir=config.workdir, seed=config.seed)
+    """(TrainConfig, PrepareConfig) from the parsed flags, with the files they name checked;
+    ValueError names a bad flag."""
+    config = flags_lib.from_flags(config_lib.TrainConfig)
+    config_lib.check_files(config)
+    runtime = config.runtime
+    return config, flags_lib.from_flags(preparation.PrepareConfig, workdir=runtime.workdir, seed=runtime.seed)
 
 
 def main(argv):
@@ -55,9 +60,10 @@ def main(argv):
     if None in results.values():
         print("done; this worker writes no outputs (the chief does)")
         return 0
+    workdir = config.runtime.workdir
     print(train_lib.format_table(results))
-    print(f"Outputs: {config.workdir}/<task>/ (metrics.json, refined_tags.tsv, refined_tags.npz); "
-          f"TensorBoard: tensorboard --logdir {config.workdir}/tensorboard")
+    print(f"Outputs: {workdir}/<task>/ (metrics.json, refined_tags.tsv, refined_tags.npz); "
+          f"TensorBoard: tensorboard --logdir {workdir}/tensorboard")
     return 0
 
 

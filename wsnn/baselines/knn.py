@@ -1,4 +1,4 @@
-"""KNN tag relevance (Makadia, Pavlovic and Kumar 2010) and the shared neighbour search.
+"""KNN tag relevance (Makadia, Pavlovic and Kumar 2010) and the neighbour search of KNN and TagVote.
 
 KNN, as the AAAI 2018 paper describes it ("the tags are assigned based on
 their occurrence rates among the k nearest neighbours"): the relevance of tag
@@ -12,11 +12,9 @@ combines several distances and transfers labels greedily (the nearest
 neighbour's tags first); the paper's baseline is the occurrence-rate vote
 above, on the phi_0 features, which is what is implemented.
 
-Neighbour search (`nearest_neighbours`, also used by TagVote): exact
-Euclidean distance, computed as ``||q||^2 + ||x||^2 - 2 q.x`` in the
-features' floating dtype (float32 stays float32, float64 stays float64) over
-chunks of query rows, so memory is O(chunk_size * N) and no N x N matrix is
-formed. Neighbours are sorted nearest first; equal computed distances are
+Neighbour search (`nearest_neighbours`, also used by TagVote): the exact
+search of `wsnn.search`, in the features' floating dtype (float32 stays
+float32, float64 stays float64), nearest first, equal computed distances
 broken by the lower training index. Two uses:
 
 * annotation: query images are not training images, every training image is
@@ -32,26 +30,9 @@ and the k nearest representatives are returned.
 import numpy as np
 import scipy.sparse
 
+from wsnn import checks, search
+
 __all__ = ["nearest_neighbours", "knn_scores"]
-
-
-def positive_int(value, name):
-    if isinstance(value, bool) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _features(train_features, query_features):
-    """Both feature matrices as 2-D arrays of one floating dtype (at least float32)."""
-    train = np.asarray(train_features)
-    query = np.asarray(query_features)
-    if train.ndim != 2 or query.ndim != 2 or train.shape[1] != query.shape[1]:
-        raise ValueError(f"features must be 2-D with equal widths, got {train.shape} and {query.shape}")
-    dtype = np.result_type(train.dtype, query.dtype, np.float32)
-    train, query = train.astype(dtype, copy=False), query.astype(dtype, copy=False)
-    if not (np.all(np.isfinite(train)) and np.all(np.isfinite(query))):
-        raise ValueError("features contain NaN or Inf")
-    return train, query
 
 
 def binary_tags(user_tags):
@@ -68,24 +49,6 @@ def user_codes(train_users, num_train):
     if users.shape != (num_train,):
         raise ValueError(f"train_users must have one id per training image ({num_train}), got shape {users.shape}")
     return np.unique(users, return_inverse=True)[1].ravel()
-
-
-def _smallest(distances, k):
-    """Columns of the k smallest entries of each row, nearest first, ties by lower column.
-
-    Raises ValueError if a row has fewer than k finite entries.
-    """
-    kth = np.partition(distances, k - 1, axis=1)[:, k - 1:k]
-    if np.isinf(kth).any():
-        raise ValueError(f"k={k} exceeds the candidate neighbours available to a query")
-    less = distances < kth
-    tied = distances == kth
-    # Of the entries tied with the k-th, keep only as many as needed, lowest columns first.
-    need = k - less.sum(axis=1, keepdims=True)
-    keep = less | (tied & (np.cumsum(tied, axis=1) <= need))
-    columns = np.nonzero(keep)[1].reshape(len(distances), k)  # ascending within a row
-    order = np.argsort(np.take_along_axis(distances, columns, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(columns, order, axis=1)
 
 
 def _one_per_user(distances, perm, starts):
@@ -113,10 +76,10 @@ def neighbour_chunks(train_features, query_features, k, exclude_self=False, chun
     concatenates the chunks; scorers consume them one at a time so that only
     a chunk's neighbours are ever held.
     """
-    train, query = _features(train_features, query_features)
+    train, query = search.check_features(train_features, query_features)
     n, q = len(train), len(query)
-    k = positive_int(k, "k")
-    chunk_size = positive_int(chunk_size, "chunk_size")
+    k = checks.positive_int(k, "k")
+    chunk_size = checks.positive_int(chunk_size, "chunk_size")
     if exclude_self and q > n:
         raise ValueError(f"exclude_self needs query i to be training image i, but Q={q} > N={n}")
     if k > n - bool(exclude_self):
@@ -127,18 +90,14 @@ def neighbour_chunks(train_features, query_features, k, exclude_self=False, chun
         codes = user_codes(train_users, n)
         perm = np.argsort(codes, kind="stable")
         starts = np.flatnonzero(np.diff(codes[perm], prepend=-1))
-    train_norms = np.einsum("ij,ij->i", train, train)
-    for start in range(0, q, chunk_size):
-        stop = min(start + chunk_size, q)
-        distances = query[start:stop] @ train.T
-        distances *= -2
-        distances += np.einsum("ij,ij->i", query[start:stop], query[start:stop])[:, np.newaxis]
-        distances += train_norms[np.newaxis, :]
-        if exclude_self:
-            distances[np.arange(stop - start), np.arange(start, stop)] = np.inf
+    for start, stop, distances in search.distance_chunks(train, query, exclude_self, chunk_size):
         if unique_users:
             distances = _one_per_user(distances, perm, starts)
-        yield start, stop, _smallest(distances, k)
+        neighbours = search.smallest(distances, k)
+        if np.isinf(np.take_along_axis(distances, neighbours[:, -1:], axis=1)).any():
+            # Fewer than k finite distances: with unique_users, fewer other users than k.
+            raise ValueError(f"k={k} exceeds the candidate neighbours available to a query")
+        yield start, stop, neighbours
 
 
 def nearest_neighbours(train_features, query_features, k, exclude_self=False, chunk_size=1024,
@@ -169,7 +128,7 @@ def nearest_neighbours(train_features, query_features, k, exclude_self=False, ch
     chunks = [neighbours for _, _, neighbours in neighbour_chunks(
         train_features, query_features, k, exclude_self, chunk_size, train_users, unique_users)]
     if not chunks:
-        return np.zeros((0, positive_int(k, "k")), np.int64)
+        return np.zeros((0, checks.positive_int(k, "k")), np.int64)
     return np.concatenate(chunks)
 
 

@@ -1,61 +1,30 @@
 """RPCA tag refinement (Zhu, Yan, Ma, ACM MM 2010), a baseline of Li et al. 2016.
 
-The user-tag matrix D (N images x C tags, 0/1) is split into a refined
-low-rank matrix A and a sparse error E, D = A + E, with a content prior
-(visually similar images get similar tag vectors) and a tag prior (related
-tags get similar columns):
-
-    min_{A,E}  ||A||_* + lam ||E||_1
-               + (eta / 2) [tr(A^T L_img A) + tr(A L_tag A^T)]    s.t. D = A + E
-
-(Zhu et al. write D as C x N, tags by images; here rows are images, so the
-image Laplacian acts from the left. One weight eta on both Laplacian terms, as
-in jingwei's implementation of their Algorithm 2, whose lambda2 is eta.) As
-their Algorithm 2 (Lin et al.'s accelerated proximal gradient for RPCA) does,
-the constraint is relaxed to a penalty. Implemented objective, for mu > 0:
+The N x C user-tag matrix D (rows images) is split into a low-rank refined
+matrix A and a sparse error E, with a content prior (similar images, similar
+tag rows) and a tag prior (related tags, similar columns). The constraint
+D = A + E is relaxed to a penalty, as in Zhu et al.'s Algorithm 2 (Lin et
+al.'s accelerated proximal gradient); one weight eta on both Laplacian terms,
+as in jingwei's implementation. Minimised, for mu > 0:
 
     F_mu(A, E) = ||A||_* + lam ||E||_1
                  + (eta / 2) [tr(A^T L_img A) + tr(A L_tag A^T)]
                  + ||D - A - E||_F^2 / (2 mu)
 
-minimised by FISTA with continuation mu_k = max(rho mu_{k-1}, mu_bar),
-mu_0 = 0.99 ||D||_2, mu_bar = delta mu_0 (rho = 0.9, delta = 1e-9 as Lin et
-al.; jingwei's MATLAB starts at mu = 1 and stops after 50 iterations), so
-mu_bar is reached at iteration 198. Once mu = mu_bar, an extrapolated step
-that would increase F_mu_bar is rejected and the momentum restarted, so
-F_mu_bar never increases from there. At mu_bar the step is about mu_bar / 2,
-so the iterates then move little along A + E = const: the priors act mostly
-during continuation, as in Zhu et al.'s algorithm.
+by FISTA with continuation mu_k = max(rho mu_{k-1}, mu_bar), mu_0 = 0.99
+||D||_2, mu_bar = delta mu_0. Each step is a singular value thresholding of
+A and a soft thresholding of E, with step 1 / Lip, Lip = 2 / mu + eta
+(lmax(L_img) + lmax(L_tag)) (lmax(L_img) bounded by twice the largest
+degree). Once mu = mu_bar, a step that would increase F_mu_bar is rejected
+and the momentum restarted; iterations stop when mu = mu_bar and the
+subgradient norm is below tol (relative).
 
-Proximal gradient step. The smooth part is f = Laplacian terms + penalty, with
-    grad_A f = eta (L_img A + A L_tag) + (A + E - D) / mu,
-    grad_E f = (A + E - D) / mu.
-Its Hessian is eta (L_img (+) L_tag) on A plus [[I, I], [I, I]] / mu on (A, E);
-both parts are positive semidefinite, the Kronecker sum has norm
-lmax(L_img) + lmax(L_tag), and [[I, I], [I, I]] has norm 2, so
-    Lip(mu) = 2 / mu + eta (lmax(L_img) + lmax(L_tag))
-is a Lipschitz constant of grad f. lmax(L_tag) is computed exactly (C x C);
-lmax(L_img) <= 2 max_i deg_i (Gershgorin), used as the bound. With
-G = Y - grad f(Y) / Lip, the step is A = SVT_{1/Lip}(G_A) (singular value
-thresholding, an SVD of the N x C matrix) and E = soft_{lam/Lip}(G_E).
-Stopping test (Lin et al.): S = grad f(X) + Lip (G - X) is a subgradient of
-F_mu at the new iterate X = (A, E); stop when mu = mu_bar and
-||S||_F <= tol Lip max(1, ||X||_F).
-
-Graphs. L_img = D_W - W from a symmetric kNN graph on `features` (W_ij =
-exp(-||x_i - x_j||^2 / sigma) if j is among the k nearest of i or i among
-those of j, sigma the median of the kNN squared distances), built in row
-chunks into a scipy.sparse matrix (never N x N dense). L_tag = D_S - S from a
-C x C tag similarity S (e.g. wsnn's xi table), or the co-occurrence cosine
-S_ij = n_ij / sqrt(n_i n_j) (zero diagonal) when none is given.
-
-Memory and time. The solver holds about a dozen dense N x C float64 arrays
-(D, iterates, extrapolations, gradient steps, the SVD factors and LAPACK
-workspace): measured by `tools/bench_rpca.py`, about 100 bytes per N * C
-element (25,000 x 444: 1.15 GB peak RSS, 3.3 s per iteration single-threaded,
-198 iterations). Each iteration costs an N x C SVD, O(N C^2). `max_elements`
-(default 1e8, about 10 GB) refuses larger N * C before anything N x C is
-allocated.
+L_img is the Laplacian of the symmetric kNN graph of `features` (weights
+exp(-d^2 / sigma), sigma the median kNN squared distance; neighbours from
+`wsnn.search`), sparse. L_tag = D_S - S from a C x C tag similarity S, by
+default the co-occurrence cosine. The solver holds about a dozen dense N x C
+float64 arrays (~100 bytes per element, tools/bench_rpca.py);
+`max_elements` refuses larger problems before allocating.
 """
 
 import time
@@ -63,6 +32,8 @@ import time
 import numpy as np
 import scipy.linalg
 import scipy.sparse
+
+from wsnn import search
 
 __all__ = ["rpca_refine", "image_laplacian", "tag_laplacian", "cooccurrence_cosine",
            "singular_value_threshold", "soft_threshold", "MAX_ELEMENTS"]
@@ -121,7 +92,8 @@ def image_laplacian(features, knn, chunk_size=None):
 
     Args:
       features: N x d array of image features.
-      knn: neighbours per image, clipped to N - 1.
+      knn: neighbours per image, clipped to N - 1 (`wsnn.search.nearest`:
+        equal distances go to the lower index).
       chunk_size: query rows per chunk; default keeps each distance block
         near 2^22 entries (32 MB).
 
@@ -134,16 +106,8 @@ def image_laplacian(features, knn, chunk_size=None):
     if k < 1:
         raise ValueError(f"need knn >= 1 and at least 2 images, got knn={knn}, N={n}")
     chunk_size = chunk_size or max(1, 2 ** 22 // n)
-    squared_norms = np.einsum("ij,ij->i", x, x)
-    columns = np.empty((n, k), dtype=np.int64)
-    distances = np.empty((n, k))
-    for start in range(0, n, chunk_size):
-        rows = np.arange(start, min(start + chunk_size, n))
-        block = squared_norms[rows, None] + squared_norms[None, :] - 2.0 * (x[rows] @ x.T)
-        block[np.arange(len(rows)), rows] = np.inf  # no self-loops
-        nearest = np.argpartition(block, k - 1, axis=1)[:, :k]
-        columns[rows] = nearest
-        distances[rows] = np.maximum(np.take_along_axis(block, nearest, axis=1), 0.0)
+    columns, distances = search.nearest(x, k, exclude_self=True, chunk_size=chunk_size, return_distances=True)
+    distances = np.maximum(distances, 0.0)  # rounding can make a squared distance negative
     sigma = float(np.median(distances))
     if sigma <= 0:
         sigma = 1.0  # all neighbours coincide: every weight is 1

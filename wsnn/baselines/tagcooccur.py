@@ -47,6 +47,7 @@ Choices where the literature leaves room:
 import numpy as np
 import scipy.sparse
 
+from wsnn import checks
 from wsnn.baselines import knn
 
 __all__ = ["tagcooccur_scores", "candidate_ranks", "frequency_promotion"]
@@ -100,7 +101,7 @@ def tagcooccur_scores(user_tags, train_user_tags=None, m=25, k_r=4, k_s=9, k_d=1
     Returns:
       float32 array Q x C; rows of images without (known) user tags are 0.
     """
-    m = knn.positive_int(m, "m")
+    m = checks.positive_int(m, "m")
     tags = knn.binary_tags(user_tags)
     train = tags if train_user_tags is None else knn.binary_tags(train_user_tags)
     if tags.shape[1] != train.shape[1]:

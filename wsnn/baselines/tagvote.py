@@ -35,6 +35,7 @@ Choices:
 
 import numpy as np
 
+from wsnn import checks
 from wsnn.baselines import knn
 
 __all__ = ["tagvote_scores", "available_neighbours"]
@@ -89,7 +90,7 @@ def tagvote_scores(train_features, train_user_tags, query_features, k=1000, trai
     n = len(train_features)
     if tags.shape[0] != n:
         raise ValueError(f"train_user_tags has {tags.shape[0]} rows for {n} training images")
-    k = knn.positive_int(k, "k")
+    k = checks.positive_int(k, "k")
     k = min(k, available_neighbours(n, len(query_features), train_users, exclude_self))
     if k < 1:
         raise ValueError("no training image is available to vote")

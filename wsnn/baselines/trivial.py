@@ -16,11 +16,7 @@ from wsnn import metrics
 
 def user_tags_scores(dataset):
     """N x L scores of the UserTags baseline for a normalised dataset."""
-    scores = np.zeros((dataset.num_images, dataset.num_labels), np.float32)
-    for l, tag in enumerate(dataset.label_to_tag):
-        if tag >= 0:
-            scores[:, l] = dataset.user_tags[:, tag].toarray().ravel()
-    return scores
+    return dataset.label_scores(dataset.user_tags)
 
 
 def random_guess(labels, draws=80, seed=0, no_positive="zero"):

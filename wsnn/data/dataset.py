@@ -151,6 +151,16 @@ class TaggedImageSet:
         """Absolute path of image `index` (only for path-backed sets)."""
         return os.path.join(self.image_root or "", self.image_paths[index])
 
+    def label_scores(self, tag_scores):
+        """N x L float32 scores of the labels from N x C tag scores (dense or sparse): each label's
+        tag column (`label_to_tag`), 0 for a label without a tag."""
+        scores = np.zeros((tag_scores.shape[0], self.num_labels), np.float32)
+        for l, tag in enumerate(self.label_to_tag):
+            if tag >= 0:
+                column = tag_scores[:, tag]
+                scores[:, l] = column.toarray().ravel() if scipy.sparse.issparse(column) else column
+        return scores
+
     def subset(self, indices):
         """A new set with the images at `indices` (same vocabulary and labels)."""
         indices = np.asarray(indices, np.int64)

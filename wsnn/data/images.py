@@ -197,12 +197,12 @@ class ImageCheck:
         self.corrupt = 0
         self.examples = []
 
-    def ok(self, path, where_=None):
-        """True if `path` decodes as an image within max_pixels; see `strict`."""
-        return self._record(path, decode_error(path, self.max_pixels), where_)
-
     def ok_many(self, paths, wheres=None, workers=4):
-        """`ok` over many paths, decoding in threads (TensorFlow's ops release the GIL)."""
+        """For each path, True if it decodes as an image within max_pixels; see `strict`.
+
+        Decodes in threads (TensorFlow's ops release the GIL). `wheres`, if
+        given, names each path's source line for the messages.
+        """
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             errors = list(pool.map(lambda p: decode_error(p, self.max_pixels), paths))
         return [self._record(path, error, wheres[i] if wheres else None)

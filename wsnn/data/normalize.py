@@ -36,6 +36,29 @@ def lemmatize(tag, wordnet):
     return None
 
 
+def merge_columns(user_tags, columns, num_columns):
+    """Maps the columns of a user-tag matrix onto another vocabulary.
+
+    Args:
+      user_tags: N x C_raw sparse 0/1 matrix.
+      columns: C_raw ints, the new column of each raw column (-1: dropped).
+        Several raw columns may map onto one.
+      num_columns: the size of the new vocabulary.
+
+    Returns:
+      An N x num_columns int32 CSR 0/1 matrix: an image has a new tag once
+      if any of its raw tags maps onto it.
+    """
+    columns = np.asarray(columns, np.int64)
+    rows = np.flatnonzero(columns >= 0)
+    # G @ merge counts an image's raw tags per new column.
+    merge = scipy.sparse.csr_matrix((np.ones(len(rows), np.int32), (rows, columns[rows])),
+                                    shape=(len(columns), num_columns))
+    merged = (user_tags.astype(np.int32) @ merge).tocsr()
+    merged.data[:] = 1
+    return merged
+
+
 def normalize(raw, wordnet=None, min_image_fraction=0.001):
     """Normalises the tags of a raw TaggedImageSet.
 
@@ -58,16 +81,9 @@ def normalize(raw, wordnet=None, min_image_fraction=0.001):
     vocab = sorted({l for l in lemmas if l is not None})
     column = {l: j for j, l in enumerate(vocab)}
     known = np.array([l is not None for l in lemmas], bool)
-    # raw column -> lemma column; G @ merge counts raw tags per lemma.
-    rows = np.flatnonzero(known)
-    merge = scipy.sparse.csr_matrix(
-        (np.ones(len(rows), np.int32), (rows, [column[lemmas[i]] for i in rows])),
-        shape=(raw.num_tags, len(vocab)))
-    raw_tags = raw.user_tags.astype(np.int32)
-    tokens_in = raw_tags.nnz
-    tokens_known = int(raw_tags[:, known].nnz) if known.any() else 0
-    merged = (raw_tags @ merge).tocsr()
-    merged.data[:] = 1
+    tokens_in = raw.user_tags.nnz
+    tokens_known = int(raw.user_tags[:, known].nnz) if known.any() else 0
+    merged = merge_columns(raw.user_tags, [column.get(l, -1) for l in lemmas], len(vocab))
 
     min_images = min_image_fraction * raw.num_images
     counts = np.asarray(merged.sum(axis=0)).ravel()

@@ -1,4 +1,4 @@
-"""Tests for refining a new collection's tags with an exported tagger (wsnn.refine)."""
+"""Tests for blending a new collection's tags with an exported tagger's (wsnn.blend)."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsnn import export, models, refine
+from wsnn import blend, models, serving
 from wsnn.data.dataset import DataError
 
 TAGS = ["boot", "cat", "dog", "sea", "tree"]
@@ -29,12 +29,12 @@ COLLECTION = {
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory):
     """An exported model, a JSONL collection with one corrupt image, and the model's probabilities."""
-    root = tmp_path_factory.mktemp("refine")
+    root = tmp_path_factory.mktemp("blend")
     model = models.build_model("small_cnn", len(TAGS), (SIZE, SIZE, 3))
     kernel, bias = model.get_layer("tag_probs").get_weights()
     rng = np.random.default_rng(0)
     model.get_layer("tag_probs").set_weights([rng.normal(0, 3, kernel.shape).astype(np.float32), bias])
-    export.export(model, TAGS, SIZE, 3, str(root / "export"))
+    serving.export(model, TAGS, SIZE, 3, str(root / "export"))
 
     data = root / "data"
     os.makedirs(data / "photos")
@@ -63,7 +63,7 @@ def _write_collection(directory, tags_by_image):
 def test_scores_are_weighted_user_tags_plus_model(collection, tmp_path, wordnet):
     root, probs = collection
     w = 0.3
-    summary = refine.refine(str(root / "export"), str(root / "data" / "annotations.jsonl"), str(tmp_path / "out"),
+    summary = blend.blend(str(root / "export"), str(root / "data" / "annotations.jsonl"), str(tmp_path / "out"),
                             user_tag_weight=w, wordnet=wordnet)
     g = np.zeros((len(COLLECTION), len(TAGS)), np.float32)
     for i, (_, mapped) in enumerate(COLLECTION.values()):
@@ -94,7 +94,7 @@ def test_scores_are_weighted_user_tags_plus_model(collection, tmp_path, wordnet)
 def test_strict_rejects_corrupt_image(collection, tmp_path, wordnet):
     root, _ = collection
     with pytest.raises(DataError, match="corrupt image"):
-        refine.refine(str(root / "export"), str(root / "data" / "annotations.jsonl"), str(tmp_path / "out"),
+        blend.blend(str(root / "export"), str(root / "data" / "annotations.jsonl"), str(tmp_path / "out"),
                       strict=True, wordnet=wordnet)
     assert not os.path.exists(tmp_path / "out")
 
@@ -103,30 +103,37 @@ def test_unmappable_vocabulary_and_bad_weight(collection, tmp_path, wordnet):
     root, _ = collection
     path = _write_collection(tmp_path / "other", [["zebra", "Nikon"], ["zebras"]])
     with pytest.raises(ValueError, match=r"vocabulary cannot be mapped") as error:
-        refine.refine(str(root / "export"), path, str(tmp_path / "out"), wordnet=wordnet)
+        blend.blend(str(root / "export"), path, str(tmp_path / "out"), wordnet=wordnet)
     assert path in str(error.value) and "zebra" in str(error.value)
     for w in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match="user_tag_weight"):
-            refine.refine(str(root / "export"), path, str(tmp_path / "out"), user_tag_weight=w, wordnet=wordnet)
+            blend.blend(str(root / "export"), path, str(tmp_path / "out"), user_tag_weight=w, wordnet=wordnet)
 
 
 def test_collection_without_tags_is_the_model_alone(collection, tmp_path, wordnet):
     root, _ = collection
     path = _write_collection(tmp_path / "untagged", [[], []])
-    summary = refine.refine(str(root / "export"), path, str(tmp_path / "out"), user_tag_weight=0.5, wordnet=wordnet)
+    summary = blend.blend(str(root / "export"), path, str(tmp_path / "out"), user_tag_weight=0.5, wordnet=wordnet)
     scores = np.load(tmp_path / "out" / "refined_tags.npz")["scores"]
     assert summary["tag_tokens"] == 0 and scores.shape == (2, len(TAGS)) and scores.max() <= 0.5
 
 
-def test_cli_prints_summary(collection, tmp_path):
+def test_cli_prints_summary_under_both_names(collection, tmp_path):
     root, _ = collection
-    result = subprocess.run(
-        [sys.executable, "-m", "wsnn.refine", f"--model={root / 'export'}",
-         f"--data={root / 'data' / 'annotations.jsonl'}", f"--out={tmp_path / 'out'}", "--user_tag_weight=0.7"],
-        capture_output=True, text=True, check=False, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
-    assert lines[0] == "refined 4 images (1 corrupt skipped) with user_tag_weight 0.7"
-    assert lines[1].startswith("user tags: 6 of 8 mapped onto the model's 5 tags; 2 of ")
-    assert lines[2:] == [f"wrote {tmp_path / 'out' / 'refined_tags.npz'}",
-                         f"wrote {tmp_path / 'out' / 'refined_tags.tsv'}"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    # wsnn.refine is the old name; both run at once (each spends most of its time importing TensorFlow).
+    runs = [subprocess.Popen(
+        [sys.executable, "-m", module, f"--model={root / 'export'}", f"--data={root / 'data' / 'annotations.jsonl'}",
+         f"--out={tmp_path / module}", "--user_tag_weight=0.7"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for module in ("wsnn.blend", "wsnn.refine")]
+    for module, run in zip(("wsnn.blend", "wsnn.refine"), runs):
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 0, err[-2000:]
+        lines = out.splitlines()
+        assert lines[0] == "refined 4 images (1 corrupt skipped) with user_tag_weight 0.7"
+        assert lines[1].startswith("user tags: 6 of 8 mapped onto the model's 5 tags; 2 of ")
+        assert lines[2:] == [f"wrote {tmp_path / module / 'refined_tags.npz'}",
+                             f"wrote {tmp_path / module / 'refined_tags.tsv'}"]
+        assert ("old name of wsnn.blend" in err) == (module == "wsnn.refine")
+    assert (tmp_path / "wsnn.blend" / "refined_tags.tsv").read_bytes() == (
+        tmp_path / "wsnn.refine" / "refined_tags.tsv").read_bytes()

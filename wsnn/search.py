@@ -1,0 +1,191 @@
+"""Exact nearest-neighbour search and PCA, shared by the trainer and the baselines.
+
+One search serves the candidate sets Z of stage 2 (`wsnn.neighbours`), the
+KNN and TagVote baselines (`wsnn.baselines.knn`) and RPCA's image graph
+(`wsnn.baselines.rpca`).
+
+Distances are squared Euclidean, computed as ``(-2 q.x + ||q||^2) + ||x||^2``
+in the features' floating dtype (at least float32; float64 stays float64),
+over chunks of query rows: one matrix product per chunk, and memory
+O(chunk_size * N) instead of Q x N. This order of the additions is the one
+the candidate search and KNN always used: another order changes the last
+bits and so, on near ties, the neighbours.
+
+The k nearest of a query are sorted nearest first, and equal computed
+distances go to the lower base index, so results do not depend on how
+`np.partition` happens to order ties.
+"""
+
+import numpy as np
+
+from wsnn import checks
+
+__all__ = ["check_features", "distance_chunks", "smallest", "nearest", "reduce_dimensions"]
+
+
+def check_features(base, queries=None):
+    """Checks the features of a search and gives them one floating dtype.
+
+    Args:
+      base: N x d features searched.
+      queries: Q x d query features; None: the base rows themselves.
+
+    Returns:
+      (base, queries) as 2-D arrays of the dtype `np.result_type(base,
+      queries, float32)`; queries stays None when it was None.
+
+    Raises:
+      ValueError: not 2-D, unequal widths, or NaN or Inf.
+    """
+    base = np.asarray(base)
+    checked = [base] if queries is None else [base, np.asarray(queries)]
+    if any(x.ndim != 2 for x in checked) or checked[-1].shape[1] != base.shape[1]:
+        raise ValueError(f"features must be 2-D with equal widths, got {[x.shape for x in checked]}")
+    dtype = np.result_type(*checked, np.float32)
+    checked = [x.astype(dtype, copy=False) for x in checked]
+    if not all(np.all(np.isfinite(x)) for x in checked):
+        raise ValueError("features contain NaN or Inf")
+    return checked[0], (None if queries is None else checked[1])
+
+
+def distance_chunks(base, queries=None, exclude_self=False, chunk_size=1024):
+    """Yields ``(start, stop, distances)`` for consecutive chunks of query rows.
+
+    Args:
+      base: N x d features, as returned by `check_features`.
+      queries: Q x d features of the same dtype; None: the base rows.
+      exclude_self: query i is base row i (Q <= N): that distance is +inf,
+        so a query is never its own neighbour.
+      chunk_size: query rows per chunk.
+
+    Yields:
+      (start, stop, distances), distances a (stop - start) x N array of the
+      squared distances of queries start..stop-1 to every base row.
+    """
+    base_norms = np.einsum("ij,ij->i", base, base)
+    num_queries = len(base) if queries is None else len(queries)
+    for start in range(0, num_queries, chunk_size):
+        stop = min(start + chunk_size, num_queries)
+        # Base rows are copied: NumPy multiplies a view of the whole base by
+        # its own transpose with SYRK, not GEMM, and the last bits differ. The
+        # copy keeps the candidate search's results, and given queries are
+        # used as they are, which keeps KNN's.
+        chunk = base[start:stop].copy() if queries is None else queries[start:stop]
+        distances = chunk @ base.T
+        # In place: a chunk x N temporary per operation would raise the peak memory.
+        distances *= -2
+        distances += np.einsum("ij,ij->i", chunk, chunk)[:, np.newaxis]
+        distances += base_norms[np.newaxis, :]
+        if exclude_self:
+            distances[np.arange(stop - start), np.arange(start, stop)] = np.inf
+        yield start, stop, distances
+
+
+def smallest(distances, k):
+    """Column indices of the k smallest entries of each row.
+
+    Args:
+      distances: rows x N array.
+      k: entries per row, 1 <= k <= N.
+
+    Returns:
+      int64 array rows x k, nearest first; equal distances keep the lower
+      column first.
+    """
+    kth = np.partition(distances, k - 1, axis=1)[:, k - 1:k]
+    keep = distances <= kth
+    # Ties at the k-th distance keep too many in a row: drop the extra tied
+    # columns with the highest indices. A loop over those rows only, because
+    # a vectorised cumulative count would add a rows x N int64 array.
+    extra = keep.sum(axis=1) - k
+    for row in np.flatnonzero(extra):
+        tied = np.flatnonzero(distances[row] == kth[row, 0])
+        keep[row, tied[len(tied) - extra[row]:]] = False
+    columns = np.nonzero(keep)[1].reshape(len(distances), k)  # ascending within a row
+    order = np.argsort(np.take_along_axis(distances, columns, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(columns, order, axis=1)
+
+
+def nearest(base, k, queries=None, exclude_self=False, chunk_size=1024, progress=None,
+            return_distances=False):
+    """The k base rows nearest to each query: exact, squared Euclidean.
+
+    Memory is about (2 * itemsize + 1) * chunk_size * N bytes at the peak
+    besides the features. Time is 2 Q N d multiply-adds: for N = Q = 200,000
+    and d = 4,096 about an hour on two CPU cores (tools/bench_search.py);
+    `reduce_dimensions` first cuts d.
+
+    Args:
+      base: N x d features searched.
+      k: neighbours per query.
+      queries: Q x d query features; None: the base rows themselves.
+      exclude_self: query i is base row i (Q <= N) and is never its own
+        neighbour; usually with queries None.
+      chunk_size: query rows per chunk.
+      progress: optional callable(done, total) called after each chunk with
+        the number of queries done so far and Q.
+      return_distances: also return the squared distances.
+
+    Returns:
+      int64 array Q x k of base indices, nearest first, equal distances by
+      lower index; with `return_distances`, (indices, distances), distances
+      Q x k in the features' dtype.
+
+    Raises:
+      ValueError: malformed or non-finite features, Q > N with
+        `exclude_self`, or k not in [1, N] ([1, N - 1] with `exclude_self`).
+    """
+    base, queries = check_features(base, queries)
+    n = len(base)
+    q = n if queries is None else len(queries)
+    chunk_size = checks.positive_int(chunk_size, "chunk_size")
+    if exclude_self and q > n:
+        raise ValueError(f"exclude_self needs query i to be base row i, but Q={q} > N={n}")
+    available = n - bool(exclude_self)
+    if isinstance(k, bool) or int(k) != k or not 1 <= k <= available:
+        raise ValueError(f"k={k!r} must be in [1, {available}]: N={n} base rows"
+                         + (", each query excluded" if exclude_self else ""))
+    k = int(k)
+    indices = np.empty((q, k), np.int64)
+    distances = np.empty((q, k), base.dtype) if return_distances else None
+    for start, stop, block in distance_chunks(base, queries, exclude_self, chunk_size):
+        indices[start:stop] = smallest(block, k)
+        if return_distances:
+            distances[start:stop] = np.take_along_axis(block, indices[start:stop], axis=1)
+        if progress is not None:
+            progress(stop, q)
+    return (indices, distances) if return_distances else indices
+
+
+def reduce_dimensions(features, dims, seed=0, fit_sample=20000):
+    """Projects features on their first `dims` principal components.
+
+    For search at scale: distances in the projection approximate the
+    original ones (exactly when the features lie in a `dims`-dimensional
+    affine subspace), at dims/d of the search cost.
+
+    Args:
+      features: N x d array.
+      dims: components to keep.
+      seed: seed of the fitting sample and of the randomised SVD.
+      fit_sample: the components are fitted on at most this many rows, drawn
+        with `seed`; fitting on all N would cost more than the search saves.
+
+    Returns:
+      float32 N x min(dims, sample size) array; the features themselves
+      (float32) when d <= dims.
+    """
+    from sklearn.decomposition import PCA  # imported here: slow, and only some runs reduce
+
+    features = np.asarray(features, np.float32)
+    if int(dims) != dims or dims < 1:
+        raise ValueError(f"dims must be a positive integer, got {dims!r}")
+    if features.shape[1] <= dims:
+        return features
+    rng = np.random.default_rng(seed)
+    sample = features if len(features) <= fit_sample else features[np.sort(rng.choice(len(features), fit_sample,
+                                                                                       replace=False))]
+    pca = PCA(n_components=min(int(dims), len(sample)), svd_solver="randomized", random_state=seed).fit(sample)
+    # Transformed in blocks: one float64 N x dims intermediate could be large.
+    return np.concatenate([pca.transform(features[i:i + 65536]).astype(np.float32)
+                           for i in range(0, len(features), 65536)])

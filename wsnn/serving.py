@@ -1,0 +1,262 @@
+"""The exported tagger: a SavedModel for TF Serving, written and read back.
+
+The trainer exports at the end of every task; `python -m wsnn.export`
+(`wsnn.export`) exports a task directory's latest checkpoint again
+(`export_from_checkpoint`).
+
+Layout (TF Serving's): `<export_dir>/<version>/saved_model.pb`, `variables/`,
+and `assets/tags.txt` + `assets/wsnn.json` (vocabulary, input size,
+channels, top k, pixel limit). Versions are integers; a new export takes the
+next one, and is written under a temporary name and renamed, so TF Serving
+never sees a half-written version.
+
+Signatures (the model needs nothing from wsnn once exported):
+  serving_default  image_bytes: tf.string [None] (JPEG, PNG, GIF, BMP or WebP
+                   files), decoded and resized in the graph by the same
+                   `wsnn.data.pipeline.decode_and_resize` as in training.
+                   An image of more than `max_pixels` pixels (its header's
+                   width x height, read before decoding) fails the request
+                   with InvalidArgument "image is W x H pixels (width x
+                   height), more than the limit of N pixels";
+  serve_images     images: uint8 [None, S, S, channels], already sized.
+Both return probabilities [None, C] float32, top_k_tags [None, k] string and
+top_k_scores [None, k] float32. TF Serving's REST API decodes base64 for
+inputs whose name ends in `_bytes`: {"instances": [{"b64": "..."}]}.
+
+Loading a SavedModel runs the ops of its graph: load only exports you trust
+(TensorFlow's security guide says the same of every model).
+"""
+
+import glob
+import json
+import os
+import re
+import shutil
+
+import tensorflow as tf
+
+from wsnn import io_utils
+from wsnn.data import images as images_lib
+from wsnn.data import pipeline
+
+METADATA = "wsnn.json"
+TAGS = "tags.txt"
+MODEL_FACTS = "model.json"  # in a task directory: the model's shape and vocabulary (`export_from_checkpoint`)
+
+
+class ServingModule(tf.Module):
+    """The trained model with explicit serving signatures, its vocabulary and pixel limit."""
+
+    def __init__(self, model, tag_names, image_size, channels, top_k=10, max_pixels=images_lib.MAX_PIXELS):
+        super().__init__()
+        self.model = model
+        self.image_size, self.channels = int(image_size), int(channels)
+        self.top_k = min(int(top_k), len(tag_names))
+        self.max_pixels = int(max_pixels)
+        self.tag_names = tf.constant(list(tag_names), tf.string)
+        self.serve_bytes = tf.function(
+            self._serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        self.serve_images = tf.function(
+            self._serve_images,
+            input_signature=[tf.TensorSpec([None, self.image_size, self.image_size, self.channels], tf.uint8,
+                                           name="images")])
+
+    def _outputs(self, images):
+        probabilities = self.model(images, training=False)["tag_probs"]
+        scores, indices = tf.math.top_k(probabilities, k=self.top_k)
+        return {"probabilities": probabilities, "top_k_tags": tf.gather(self.tag_names, indices),
+                "top_k_scores": scores}
+
+    def _serve_bytes(self, image_bytes):
+        images = tf.map_fn(
+            lambda b: pipeline.decode_and_resize(b, self.image_size, self.channels, self.max_pixels),
+            image_bytes,
+            fn_output_signature=tf.TensorSpec([self.image_size, self.image_size, self.channels], tf.uint8))
+        return self._outputs(images)
+
+    def _serve_images(self, images):
+        return self._outputs(images)
+
+
+def next_version(export_dir):
+    """1 + the largest integer version in `export_dir` (1 if there is none)."""
+    if not os.path.isdir(export_dir):
+        return 1
+    versions = [int(n) for n in os.listdir(export_dir) if re.fullmatch(r"\d+", n)]
+    return max(versions, default=0) + 1
+
+
+def export(model, tag_names, image_size, channels, export_dir, top_k=10, version=None,
+           max_pixels=images_lib.MAX_PIXELS, data_identity=None):
+    """Writes `<export_dir>/<version>/` atomically; returns its path.
+
+    `max_pixels` is the serving signature's pixel limit (also recorded in
+    assets/wsnn.json, where `wsnn.annotate` reads it); `data_identity` (the
+    training data's hashes, `wsnn.data.dataset.identity`) is recorded there.
+    Files and directories honour the umask (`io_utils.make_temp_dir`).
+    """
+    version = version or next_version(export_dir)
+    target = os.path.join(export_dir, str(version))
+    if os.path.exists(target):
+        raise ValueError(f"{target} exists: exported versions are never overwritten")
+    os.makedirs(export_dir, exist_ok=True)
+    module = ServingModule(model, tag_names, image_size, channels, top_k, max_pixels)
+    tmp = io_utils.make_temp_dir(export_dir, f".{version}.tmp-")
+    try:
+        tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve_bytes,
+                                                     "serve_images": module.serve_images})
+        # Written after saving: tf.saved_model.save owns the assets directory.
+        assets = os.path.join(tmp, "assets")
+        os.makedirs(assets, exist_ok=True)
+        with open(os.path.join(assets, TAGS), "w", encoding="utf-8") as f:
+            f.write("".join(t + "\n" for t in tag_names))
+        with open(os.path.join(assets, METADATA), "w", encoding="utf-8") as f:
+            json.dump({"tag_names": list(tag_names), "image_size": module.image_size,
+                       "channels": module.channels, "top_k": module.top_k, "max_pixels": module.max_pixels,
+                       "format": "wsnn.saved_model", "version": 1, "data_identity": data_identity}, f, indent=1)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_version_dir(path):
+    """A version directory: `path` itself, or the highest integer version inside it.
+
+    Raises:
+      ValueError: no SavedModel there, or a truncated one.
+    """
+    if not os.path.isdir(path):
+        raise ValueError(f"--model={path}: no such directory")
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        versions = sorted((int(n) for n in os.listdir(path) if re.fullmatch(r"\d+", n)), reverse=True)
+        if not versions:
+            raise ValueError(f"--model={path}: neither a SavedModel (no saved_model.pb) nor an export "
+                             "directory with integer versions")
+        path = os.path.join(path, str(versions[0]))
+    for needed in ("saved_model.pb", "variables/variables.index", f"assets/{METADATA}"):
+        if not os.path.isfile(os.path.join(path, needed)):
+            raise ValueError(f"--model={path}: incomplete SavedModel ({needed} is missing); export it again")
+    return path
+
+
+def read_metadata(version_dir):
+    """Reads and checks a version directory's assets/wsnn.json.
+
+    Exports made before the pixel limit have no `max_pixels` (nor a check in
+    their graph); they get `wsnn.data.images.MAX_PIXELS`.
+
+    Raises:
+      ValueError: the file is unreadable, not JSON, or lacks a field or has
+        one of the wrong type (the message names the file).
+    """
+    path = os.path.join(version_dir, "assets", METADATA)
+    try:
+        with open(path, encoding="utf-8") as f:
+            metadata = json.load(f)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text; export the model again") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
+                         "export the model again") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(metadata).__name__}; "
+                         "export the model again")
+    metadata.setdefault("max_pixels", images_lib.MAX_PIXELS)
+
+    def positive_int(value):
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    tag_names = metadata.get("tag_names")
+    problems = [
+        (isinstance(tag_names, list) and tag_names and all(isinstance(t, str) for t in tag_names),
+         "'tag_names' must be a non-empty list of strings"),
+        (positive_int(metadata.get("image_size")), "'image_size' must be a positive integer"),
+        (metadata.get("channels") in (1, 3), "'channels' must be 1 or 3"),
+        (positive_int(metadata.get("top_k")), "'top_k' must be a positive integer"),
+        (positive_int(metadata["max_pixels"]), "'max_pixels' must be a positive integer"),
+    ]
+    for ok, problem in problems:
+        if not ok:
+            raise ValueError(f"{path}: {problem}; export the model again")
+    return metadata
+
+
+def _damaged_file(version_dir):
+    """The file a failed load most likely broke on: an unreadable variables file, else saved_model.pb."""
+    # Only called after a failed load, so reading every variable again is cheap enough;
+    # TensorFlow's checkpoint reader raises various types for a damaged file.
+    prefix = os.path.join(version_dir, "variables", "variables")
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except Exception:
+        return prefix + ".index"
+    try:
+        for name in reader.get_variable_to_dtype_map():
+            reader.get_tensor(name)
+    except Exception:
+        return ", ".join(sorted(glob.glob(prefix + ".data-*"))) or prefix + ".data-*"
+    return os.path.join(version_dir, "saved_model.pb")
+
+
+def load(path):
+    """Loads an exported tagger; returns (the loaded object, its metadata dict).
+
+    Loading runs the SavedModel's graph ops: load only exports you trust.
+
+    Raises:
+      ValueError: no SavedModel at `path`, an incomplete or damaged one, or
+        a bad assets/wsnn.json (see `read_metadata`); one line naming the file.
+    """
+    path = resolve_version_dir(path)
+    metadata = read_metadata(path)
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as e:
+        # A damaged SavedModel fails deep in TensorFlow's loader with many
+        # exception types (IndexError for a cut variables file, DecodeError
+        # for a cut saved_model.pb); to the user they all mean the same.
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise ValueError(f"{_damaged_file(path)}: cannot load the SavedModel ({type(e).__name__}: {reason}); "
+                         "export it again") from None
+    return loaded, metadata
+
+
+def export_from_checkpoint(task_dir, export_dir, top_k=10):
+    """Builds a task's model, loads its latest checkpoint's weights and exports it.
+
+    Only the model is built: its shape and vocabulary come from the task's
+    model.json (written when training starts), the weights from the
+    checkpoint (the starting weights file is not read, so it may have moved).
+
+    Raises:
+      ValueError: not a task directory, or no checkpoint; one line.
+    """
+    from wsnn import models
+
+    facts_path = os.path.join(task_dir, MODEL_FACTS)
+    if not os.path.isfile(facts_path):
+        raise ValueError(f"--workdir={task_dir}: no {MODEL_FACTS}; give the task directory of a training run "
+                         "such as runs/fashion_tags/refinement")
+    with open(facts_path) as f:
+        facts = json.load(f)
+    latest = tf.train.latest_checkpoint(os.path.join(task_dir, "checkpoints"))
+    if not latest:
+        raise ValueError(f"--workdir={task_dir}: no checkpoint to export")
+    model = models.build_model(facts["backbone"], len(facts["tag_names"]), facts["input_shape"])
+    tf.train.Checkpoint(model=model).read(latest).expect_partial()
+    identity_path = os.path.join(task_dir, "data_identity.json")
+    identity = json.load(open(identity_path)) if os.path.isfile(identity_path) else None
+    image_size, channels = facts["input_shape"][0], facts["input_shape"][-1]
+    return export(model, facts["tag_names"], image_size, channels, export_dir, top_k,
+                  max_pixels=facts["max_pixels"], data_identity=identity)
+
+
+def write_model_facts(task_dir, backbone, tag_names, input_shape, max_pixels):
+    """Records what `export_from_checkpoint` needs to build a task's model (model.json)."""
+    io_utils.write_json(os.path.join(task_dir, MODEL_FACTS),
+                        {"backbone": backbone, "tag_names": list(tag_names),
+                         "input_shape": [int(x) for x in input_shape], "max_pixels": int(max_pixels)})
