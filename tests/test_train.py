@@ -47,6 +47,8 @@ def smoke_run(tmp_path_factory):
 def test_smoke_writes_every_output(smoke_run):
     workdir, result = smoke_run
     assert "2 replica(s)" in result.stdout
+    # A quiet start: none of TensorFlow's start-up notices (wsnn.tf_start).
+    assert "cuInit" not in result.stderr and "cpu_feature_guard" not in result.stderr, result.stderr[-2000:]
     for task in ("annotation", "refinement"):
         summary = _metrics(workdir, task)
         assert _all_finite(summary)

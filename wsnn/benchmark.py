@@ -46,7 +46,7 @@ import numpy as np
 import scipy.sparse
 
 from wsnn import config as config_lib
-from wsnn import flags_lib, io_utils, metrics
+from wsnn import flags_lib, io_utils, metrics, tf_start
 from wsnn.baselines import knn, rpca, tagcooccur, tagvote, trivial
 from wsnn.config import field
 from wsnn.data import preparation
@@ -526,6 +526,7 @@ def main(argv):
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)
+    tf_start.start()
     try:
         with io_utils.workdir_lock(config.runtime.workdir):
             results = run(config, prepare_config, bench)

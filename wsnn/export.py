@@ -13,13 +13,16 @@ import sys
 
 from absl import app, flags
 
-from wsnn import serving
+from wsnn import tf_start
 
 
 def main(argv):
     """Exports a task directory's latest checkpoint."""
     del argv
     config = flags.FLAGS
+    tf_start.start()
+    from wsnn import serving
+
     try:
         path = serving.export_from_checkpoint(config.workdir, config.export_dir, config.top_k)
     except ValueError as e:

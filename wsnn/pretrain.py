@@ -38,7 +38,7 @@ import time
 import numpy as np
 from absl import flags
 
-from wsnn import backbone_weights, checks, flags_lib
+from wsnn import backbone_weights, checks, flags_lib, tf_start
 from wsnn.config import field
 from wsnn.data import fashion_tags
 from wsnn.data.dataset import DataError
@@ -386,6 +386,7 @@ def main(argv, flag_values=flags.FLAGS):
             return 0
         if stale != ["out"] and not config.force:
             print(f"{config.out} was made with other {', '.join(stale)}; retraining")
+        tf_start.start()
         pretrain(config)
     except (DataError, RuntimeError) as e:
         return error(1, f"error: {e}")

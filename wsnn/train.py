@@ -12,7 +12,7 @@ import sys
 from absl import app, flags, logging
 
 from wsnn import config as config_lib
-from wsnn import flags_lib
+from wsnn import flags_lib, tf_start
 from wsnn import wordnet as wordnet_lib
 from wsnn.data import preparation
 
@@ -42,8 +42,8 @@ def main(argv):
     except ValueError as e:
         print(f"wsnn.train: config error: {e}", file=sys.stderr)
         return 2
-    # Imported here so that a config error is reported before TensorFlow loads.
-    import tensorflow as tf
+    # Started here so that a config error is reported before TensorFlow loads.
+    tf = tf_start.start()
 
     from wsnn import train_lib
 
