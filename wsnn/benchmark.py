@@ -472,13 +472,13 @@ def run(config, prepare_config, bench):
         variant = chosen.get("bce")
         print(f"grid search chose {chosen}", flush=True)
 
-    def similarity(train_set, cfg):
+    def tag_similarity_of(train_set, cfg):
         sem = cfg.semantics
         return similarity.tag_similarity(train_set, sem.alpha, sem.similarity_measure, sem.ic_file or None,
                                         cache_dir=os.path.join(config.runtime.workdir, "prepared", "cache"))[0]
 
     pretrained = pretrained_features(config, dataset)
-    per_seed = [run_seed(config, bench, dataset, seed, strategy, similarity, variant, pretrained)
+    per_seed = [run_seed(config, bench, dataset, seed, strategy, tag_similarity_of, variant, pretrained)
                 for seed in range(bench.seeds)]
     results["per_seed"] = per_seed
     results["table"] = aggregate(per_seed)

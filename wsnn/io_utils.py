@@ -31,6 +31,12 @@ def _umask():
     return mask
 
 
+def set_umask_mode(path):
+    """Gives the file at `path` the permissions a plain new file gets under the umask (mkstemp makes
+    0600), before it is renamed into place."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def make_temp_dir(parent, prefix):
     """A new temporary directory in `parent` with the umask's permissions (not mkdtemp's 0700)."""
     os.makedirs(parent, exist_ok=True)

@@ -9,7 +9,8 @@ model never sees pixels decoded or resized one way in training and another
 way in serving.
 
 `ImageSource` hands out uint8 images of one size and channel count by index,
-from either kind of `TaggedImageSet` (images held in an array, or files).
+from either kind of `TaggedImageSet` (images held in an array, or files), or
+from the decoded-image cache of a set of files (`wsnn.data.decoded`).
 """
 
 import concurrent.futures
@@ -92,7 +93,9 @@ class ImageSource:
     `wsnn.data.images.rgb_to_grey`: the conversions `decode` applies to
     files. Path-backed sets are read from disk and decoded with
     `decode_and_resize` in a thread pool, without a pixel limit: the import
-    check applied the limit that the dataset was prepared with.
+    check applied the limit that the dataset was prepared with; or, given
+    `decoded` (the whole prepared set decoded once, `wsnn.data.decoded`),
+    gathered from it.
 
     Args:
       dataset: a `TaggedImageSet`.
@@ -102,13 +105,25 @@ class ImageSource:
       channels: 1 or 3. Defaults to the array's channel count, or 3 for
         path-backed sets.
       num_workers: threads that read and decode files (path-backed sets).
+      decoded: optional uint8 array (N_all, S, S, C) of decoded images
+        (`wsnn.data.decoded.decoded_images`) holding this set's images at
+        rows `rows`; then images come from it, and image_size and channels
+        must be S and C.
+      rows: this set's row in `decoded` for each of its images.
 
     Raises:
       ValueError: bad `channels` or `image_size`, or no size to default to.
     """
 
-    def __init__(self, dataset, image_size=None, channels=None, num_workers=8):
+    def __init__(self, dataset, image_size=None, channels=None, num_workers=8, decoded=None, rows=None):
         self.dataset = dataset
+        self.decoded, self.rows = decoded, None if rows is None else np.asarray(rows, np.int64)
+        if decoded is not None:
+            if self.rows is None or len(self.rows) != dataset.num_images:
+                raise ValueError("decoded images need `rows`, one per image of the set")
+            if (image_size, channels) != (decoded.shape[1], decoded.shape[3]):
+                raise ValueError(f"decoded images are {decoded.shape[1:]}, not {image_size} x {image_size} x "
+                                 f"{channels}")
         array = dataset.image_array
         if array is not None:
             if image_size is None:
@@ -155,6 +170,8 @@ class ImageSource:
             raise IndexError(f"image indices must be in [0, {self.num_images})")
         if len(indices) == 0:
             return np.zeros((0, self.image_size, self.image_size, self.channels), np.uint8)
+        if self.decoded is not None:
+            return np.asarray(self.decoded[self.rows[indices]])
         if self.dataset.image_array is not None:
             return self._from_array(indices)
         paths = [self.dataset.image_path(i) for i in indices]

@@ -32,6 +32,7 @@ import tensorflow as tf
 from wsnn import diagnostics, losses, models, neighbours, search, similarity
 from wsnn import serving
 from wsnn.data import dataset as dataset_lib
+from wsnn.data import decoded as decoded_lib
 from wsnn.data import pipeline
 from wsnn.training import distribute, hooks as hooks_lib, loop, outputs, selection as selection_lib
 from wsnn.training import state as state_lib
@@ -79,9 +80,15 @@ class Trainer:
             self.log(f"num_candidates capped at {self.num_candidates} (N = {n})")
         self.channels = config.data.channels or (
             (1 if dataset.image_array.ndim == 3 else 3) if dataset.image_array is not None else 3)
-        self.train_source = self.source(self.train_set)
-        self.eval_source = self.source(self.eval_set)
-        self.valid_source = self.source(self.valid_set) if self.valid_set is not None else None
+        # A set of image files is decoded once, at the input size, for every read of the run.
+        self.decoded = None
+        if dataset.image_array is None and config.data.image_size:
+            self.decoded = decoded_lib.decoded_images(
+                dataset, config.data.image_size, self.channels,
+                os.path.join(config.runtime.workdir, "prepared", "cache"), log=self.log)
+        self.train_source = self.source(self.train_idx)
+        self.eval_source = self.source(self.eval_idx)
+        self.valid_source = self.source(self.valid_idx) if self.valid_set is not None else None
         self.input_shape = self.train_source.get([0]).shape[1:]
         # Stage 1: every image once; stage 2 (Algorithm 1): every image an anchor once, s/m per step.
         self.steps_per_epoch = {1: -(-n // batch_size), 2: -(-n // (batch_size // group_size))}
@@ -145,8 +152,12 @@ class Trainer:
         """Adds a diagnostic value of this epoch (averaged into the history at the epoch's end)."""
         self.epoch_diagnostics.setdefault(name, []).append(float(value))
 
-    def source(self, subset):
-        """An ImageSource of `subset` at the run's input size and channels."""
+    def source(self, rows):
+        """An ImageSource of the dataset's images `rows` at the run's input size and channels."""
+        subset = self.dataset.subset(rows)
+        if self.decoded is not None:
+            return pipeline.ImageSource(subset, self.config.data.image_size, self.channels, decoded=self.decoded,
+                                        rows=rows)
         return pipeline.ImageSource(subset, self.config.data.image_size or None, self.channels)
 
     def output_dir(self, name):
@@ -180,7 +191,7 @@ class Trainer:
             idx = np.random.default_rng(self.config.runtime.seed).choice(source.num_images, max_images,
                                                                          replace=False)
             subset = self.eval_set.subset(np.sort(idx))
-            source = self.source(subset)
+            source = self.source(self.eval_idx[np.sort(idx)])
         return outputs.label_metrics(self.predict(source), subset, self.dataset)
 
     def neighbours_of(self, anchor):
