@@ -13,18 +13,34 @@ from wsnn import benchmark
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("bench")
-    run = subprocess.run(
+def _benchmark(workdir):
+    return subprocess.run(
         [sys.executable, "-m", "wsnn.benchmark", f"--flagfile={os.path.join(ROOT, 'flags', 'smoke.cfg')}",
          f"--workdir={workdir}", "--num_images=120", "--stage1_epochs=1", "--seeds=2", "--num_devices=1",
          "--knn_k=10", "--tagvote_k=50", "--grid_search", "--grid_lambda1=0,0.1", "--grid_lambda2=0.01,1",
          "--grid_alpha=1", "--grid_user_error=bce"],
         capture_output=True, text=True, cwd=ROOT, check=False)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("bench")
+    run = _benchmark(workdir)
     assert run.returncode == 0, run.stderr[-3000:]
     with open(workdir / "benchmark" / "results.json") as f:
         return workdir, json.load(f), run.stdout
+
+
+def test_a_rerun_over_finished_tasks_reports_the_same_numbers(results):
+    # Every task is finished: their results are read back (TaskResult.load), nothing is trained again.
+    workdir, out, _ = results
+    run = _benchmark(workdir)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "stage 1 epoch" not in run.stdout and "already done" in run.stdout
+    again = json.loads((workdir / "benchmark" / "results.json").read_text())
+    strip = [[{p: {m: {k: v for k, v in r.items() if k not in ("seconds", "peak_mib")} for m, r in seed[p].items()}
+               for p in ("annotation", "refinement")} for seed in x["per_seed"]] for x in (out, again)]
+    assert strip[0] == strip[1] and again["grid_search"]["chosen"] == out["grid_search"]["chosen"]
 
 
 def test_every_method_of_both_protocols_and_mean_std_over_seeds(results):

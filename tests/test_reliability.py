@@ -116,6 +116,8 @@ def test_checkpoints_are_numbered_in_order_and_the_last_holds_the_final_weights(
     model = models.build_model("small_cnn", summary["data_identity"]["num_tags"], (8, 8, 3), "none")
     tf.train.Checkpoint(model=model).read(state.model_checkpoint_path).expect_partial()
     assert weights_digest(model) == summary["weights_sha256"]
+    # The JSONL's image files were decoded once, into the prepared set's cache (wsnn.data.decoded).
+    assert len(list((workdir / "prepared" / "cache").glob("decoded-*.npy"))) == 1
 
 
 def test_changed_vocabulary_stops_restoring_with_one_line_and_overwrite_starts_fresh(finished, tmp_path):
