@@ -55,6 +55,10 @@ def test_start_is_quiet_and_says_when_there_is_no_gpu():
     gpus = int(result.stdout.strip().splitlines()[-1])
     assert not [line for line in result.stderr.splitlines() if line.strip()], result.stderr
     assert ("no GPU found: TensorFlow runs on the CPU" in result.stdout) == (gpus == 0)
+    # Processes started after it are not taken for a user's setting.
+    child = _run("import os\nfrom wsnn import tf_start\ntf_start.start()\n"
+                 "print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))")
+    assert child.stdout.strip().splitlines()[-1] == "None"
     # A user's own TF_CPP_MIN_LOG_LEVEL leaves TensorFlow's output alone.
     loud = _run(script, env={"TF_CPP_MIN_LOG_LEVEL": "0"})
     assert "cpu_feature_guard" in loud.stderr or gpus

@@ -108,7 +108,7 @@ def test_tensorboard_has_losses_metrics_images_and_text(smoke_run):
 def test_resume_after_sigkill_in_stage2(tmp_path):
     workdir = tmp_path / "run"
     args = [f"--flagfile={SMOKE}", f"--workdir={workdir}", "--task=refinement", "--stage2_epochs=2",
-            "--patience=0"]
+            "--patience=0", "--num_images=120"]
     process = subprocess.Popen([sys.executable, "-m", "wsnn.train", *args], cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     killed = False
@@ -128,7 +128,7 @@ def test_resume_after_sigkill_in_stage2(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from" in result.stdout and "(stage 2, epoch 2" in result.stdout
     summary = _metrics(workdir, "refinement")
-    assert summary["steps"]["completed"] == 2 * 15 + 2 * 60      # 240 / 16 and 240 / (16 / 4)
+    assert summary["steps"]["completed"] == 2 * 8 + 2 * 30      # ceil(120 / 16) and 120 / (16 / 4)
     assert [(r["stage"], r["epoch"]) for r in summary["history"]] == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)]
     assert _all_finite(summary)
 
@@ -269,10 +269,19 @@ def test_mirflickr_flagfile_runs_on_official_layout(tmp_path):
 def test_export_cli_from_checkpoint_matches_end_of_training_export(smoke_run, tmp_path):
     import tensorflow as tf
 
+    import shutil
+
     workdir, _ = smoke_run
     summary = _metrics(workdir, "refinement")
     assert os.path.basename(summary["export"]) == "1"
-    result = subprocess.run([sys.executable, "-m", "wsnn.export", f"--workdir={workdir / 'refinement'}",
+    # The task directory moved without its workdir's prepared data, and the starting weights file named
+    # in its config is gone: re-exporting builds only the model (model.json) and reads the checkpoint.
+    moved = tmp_path / "moved" / "refinement"
+    shutil.copytree(workdir / "refinement", moved)
+    recorded = json.loads((moved / "config.json").read_text())
+    recorded["model"]["weights"] = str(tmp_path / "gone" / "backbone.npz")
+    (moved / "config.json").write_text(json.dumps(recorded))
+    result = subprocess.run([sys.executable, "-m", "wsnn.export", f"--workdir={moved}",
                              f"--export_dir={tmp_path / 'exports'}"], capture_output=True, text=True,
                             cwd=ROOT, check=False)
     assert result.returncode == 0, result.stderr[-3000:]

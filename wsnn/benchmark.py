@@ -462,6 +462,7 @@ def run(config, prepare_config, bench):
     if dataset.labels is None:
         raise ValueError("the benchmark needs ground-truth labels; this dataset has none")
     out_dir = os.path.join(config.runtime.workdir, "benchmark")
+    config = config.replace(export=False)  # no run of the benchmark is served
     results = {"config": config.flat(), "benchmark": dataclasses.asdict(bench)}
     variant = None
     if bench.grid_search:

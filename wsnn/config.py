@@ -234,6 +234,8 @@ class OutputConfig(_Group):
     """What a finished task writes besides metrics.json."""
 
     refined_top_k: int = field(10, "Refined tags listed per image in refined_tags.tsv.", bounds="[1, inf)")
+    export: bool = field(True, "Export the trained tagger as a SavedModel when the task ends (the "
+                               "benchmark's runs, never served, skip it).")
     export_dir: str = field("", "Export the trained tagger as a SavedModel here (a new integer "
                                 "version); default <workdir>/<task>/export.")
     export_top_k: int = field(10, "Tags in the exported signatures' top_k outputs.", bounds="[1, inf)")

@@ -20,7 +20,7 @@ def main(argv):
     """Exports a task directory's latest checkpoint."""
     del argv
     config = flags.FLAGS
-    tf_start.start()
+    tf_start.start(log=lambda text: print(text, file=sys.stderr))  # stdout: the export's path
     from wsnn import serving
 
     try:

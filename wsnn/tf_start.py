@@ -52,6 +52,17 @@ def filtered_stderr():
             sys.stderr.flush()
 
 
+@contextlib.contextmanager
+def _log_level(level):
+    """TF_CPP_MIN_LOG_LEVEL=`level` while TensorFlow loads (it reads the variable then), and unset
+    again after, so that processes this one starts are not taken for a user's setting."""
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = level
+    try:
+        yield
+    finally:
+        os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+
+
 def start(log=print):
     """Imports TensorFlow quietly (see the module docstring) and returns it.
 
@@ -59,9 +70,8 @@ def start(log=print):
       log: callable(text) for our one line when there is no GPU.
     """
     user_set = "TF_CPP_MIN_LOG_LEVEL" in os.environ
-    if not user_set:
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    with filtered_stderr() if not user_set else contextlib.nullcontext():
+    with contextlib.nullcontext() if user_set else _log_level("2"), \
+            contextlib.nullcontext() if user_set else filtered_stderr():
         import tensorflow as tf
 
         # Lists devices without initialising the runtime (logical CPU devices can still be made);

@@ -36,7 +36,7 @@ class TaskResult:
     Attributes:
       task: "annotation" or "refinement".
       summary: metrics.json's dict (metrics, tag sets, selection, history,
-        steps, timing, weights digest, data identity, export path).
+        steps, timing, weights digest, data identity, export path or None).
       train_idx, valid_idx, eval_idx: the split (indices into the dataset).
       refined: N_train x C tag probabilities of the training images (the
         refined tags).
@@ -137,6 +137,15 @@ def _tag_sets(trainer, refined, eval_probs):
     return out, thresholds
 
 
+def write_evaluated(trainer, eval_probs):
+    """Writes the split and the evaluated images' tag probabilities (None: without labels) for
+    `TaskResult.load`; returns the split as a dict."""
+    split = dict(train_idx=trainer.train_idx, valid_idx=trainer.valid_idx, eval_idx=trainer.eval_idx)
+    _write_npz(os.path.join(trainer.dir, EVALUATED), **split,
+               **({} if eval_probs is None else {"eval_tag_probs": eval_probs.astype(np.float32)}))
+    return split
+
+
 def write_outputs(trainer, digest):
     """Writes a finished task's outputs (metrics.json last) and returns its `TaskResult`."""
     config, dataset, directory = trainer.config, trainer.dataset, trainer.dir
@@ -148,9 +157,7 @@ def write_outputs(trainer, digest):
                                                           range(len(trainer.train_idx))],
                        dataset.tag_names, refined, config.output.refined_top_k,
                        tag_sets=tag_sets.tag_sets(refined, thresholds))
-    split = dict(train_idx=trainer.train_idx, valid_idx=trainer.valid_idx, eval_idx=trainer.eval_idx)
-    _write_npz(os.path.join(directory, EVALUATED), **split,
-               **({} if eval_probs is None else {"eval_tag_probs": eval_probs.astype(np.float32)}))
+    split = write_evaluated(trainer, eval_probs)
 
     result = dict(trainer.stage1_metrics)
     result["Ours"] = None if eval_probs is None else label_metrics(eval_probs, trainer.eval_set, dataset)
@@ -181,8 +188,8 @@ def write_outputs(trainer, digest):
         "data_identity": trainer.identity,
     }
     export_root = config.output.export_dir
-    summary["export"] = trainer.export(os.path.join(export_root, trainer.task) if export_root
-                                       else os.path.join(directory, "export"))
+    summary["export"] = None if not config.output.export else trainer.export(
+        os.path.join(export_root, trainer.task) if export_root else os.path.join(directory, "export"))
     write_json(directory, METRICS, summary)
     return TaskResult(trainer.task, summary, refined=refined, eval_tag_probs=eval_probs,
                       phi0=trainer.phi0, neighbour_snapshots=list(trainer.neighbour_snapshots), **split)

@@ -252,6 +252,12 @@ class Trainer:
         """
         if os.path.isfile(os.path.join(self.dir, outputs.METRICS)):
             # metrics.json is written last: the run is finished (its data checked in __init__).
+            if self.chief and not os.path.isfile(os.path.join(self.dir, outputs.EVALUATED)):
+                # Finished by an older wsnn: the final weights (the last checkpoint) give what is missing.
+                self.state.checkpoint.restore(tf.train.latest_checkpoint(self.state.checkpoint_dir)).expect_partial()
+                outputs.write_evaluated(self, self.predict(self.eval_source) if self.eval_set.labels is not None
+                                        else None)
+                self.log(f"wrote {outputs.EVALUATED} (the task was finished by an older wsnn)")
             result = outputs.TaskResult.load(self.dir)
             self.log(f"already done: outputs in {self.dir} (metrics.json, refined_tags.tsv), export "
                      f"{result.summary.get('export')}; to train again use --overwrite or another --workdir")
@@ -281,7 +287,8 @@ class Trainer:
         digest = state_lib.weights_digest(self.model)
         self.log(f"{self.role}: final weights sha256 {digest}")
         if not self.chief:
-            self.export(self.output_dir("export"))  # collective, as saving is
+            if self.config.output.export:
+                self.export(self.output_dir("export"))  # collective, as saving is
             shutil.rmtree(self.scratch, ignore_errors=True)
             return None
         return outputs.write_outputs(self, digest)
