@@ -296,17 +296,21 @@ def test_export_cli_from_checkpoint_matches_end_of_training_export(smoke_run, tm
 
 
 def test_warm_start_from_another_runs_phi0_skips_stage1(smoke_run, tmp_path):
+    import shutil
+
     workdir, _ = smoke_run
+    shutil.copytree(workdir / "prepared", tmp_path / "warm" / "prepared")  # the same data, not prepared again
+    # Fast neighbours keep stage 2 cheap here; warm starting does not depend on the mode.
     result = _train(f"--flagfile={SMOKE}", f"--workdir={tmp_path / 'warm'}", "--task=refinement",
-                    f"--warm_start_from={workdir}", "--lambda1=5")
+                    f"--warm_start_from={workdir}", "--lambda1=5", "--neighbour_mode=fast")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"stage 2 starts from phi_0 of {workdir / 'refinement'}" in result.stdout
     assert "stage 1 epoch" not in result.stdout
     summary = _metrics(tmp_path / "warm", "refinement")
     assert summary["metrics"]["Multi-CNN"] == _metrics(workdir, "refinement")["metrics"]["Multi-CNN"]
     assert summary["steps"]["completed"] == summary["steps"]["stage2_per_epoch"]   # no stage-1 step ran here
-    bad = _train(f"--flagfile={SMOKE}", f"--workdir={tmp_path / 'bad'}", "--task=refinement",
-                 f"--warm_start_from={tmp_path}")
+    bad = _train(f"--flagfile={SMOKE}", f"--workdir={tmp_path / 'warm'}", "--task=refinement",
+                 f"--warm_start_from={tmp_path}", "--overwrite")
     assert bad.returncode == 1 and "has no finished stage 1" in bad.stderr.strip().splitlines()[-1]
 
 
