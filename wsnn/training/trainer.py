@@ -86,9 +86,9 @@ class Trainer:
             self.decoded = decoded_lib.decoded_images(
                 dataset, config.data.image_size, self.channels,
                 os.path.join(config.runtime.workdir, "prepared", "cache"), log=self.log)
-        self.train_source = self.source(self.train_idx)
-        self.eval_source = self.source(self.eval_idx)
-        self.valid_source = self.source(self.valid_idx) if self.valid_set is not None else None
+        self.train_source = self.source(self.train_idx, self.train_set)
+        self.eval_source = self.source(self.eval_idx, self.eval_set)
+        self.valid_source = self.source(self.valid_idx, self.valid_set) if self.valid_set is not None else None
         self.input_shape = self.train_source.get([0]).shape[1:]
         # Stage 1: every image once; stage 2 (Algorithm 1): every image an anchor once, s/m per step.
         self.steps_per_epoch = {1: -(-n // batch_size), 2: -(-n // (batch_size // group_size))}
@@ -152,9 +152,10 @@ class Trainer:
         """Adds a diagnostic value of this epoch (averaged into the history at the epoch's end)."""
         self.epoch_diagnostics.setdefault(name, []).append(float(value))
 
-    def source(self, rows):
-        """An ImageSource of the dataset's images `rows` at the run's input size and channels."""
-        subset = self.dataset.subset(rows)
+    def source(self, rows, subset=None):
+        """An ImageSource of the dataset's images `rows` (`subset`: `dataset.subset(rows)` when already
+        made) at the run's input size and channels."""
+        subset = self.dataset.subset(rows) if subset is None else subset
         if self.decoded is not None:
             return pipeline.ImageSource(subset, self.config.data.image_size, self.channels, decoded=self.decoded,
                                         rows=rows)
@@ -190,8 +191,8 @@ class Trainer:
         if max_images and source.num_images > max_images:
             idx = np.random.default_rng(self.config.runtime.seed).choice(source.num_images, max_images,
                                                                          replace=False)
-            subset = self.eval_set.subset(np.sort(idx))
             source = self.source(self.eval_idx[np.sort(idx)])
+            subset = source.dataset
         return outputs.label_metrics(self.predict(source), subset, self.dataset)
 
     def neighbours_of(self, anchor):
