@@ -134,3 +134,25 @@ def test_tagvote_caps_k():
     np.testing.assert_allclose(scores[[5, 0]], [[-0.5, 0.5], [0.5, 0.5]], atol=1e-6)
     assert tagvote.available_neighbours(6, 6, UPLOADERS, exclude_self=True) == 3
     assert tagvote.available_neighbours(6, 6, exclude_self=True) == 5
+
+
+def test_cosine_distance_ranks_by_cosine_and_ignores_scale():
+    rng = np.random.default_rng(3)
+    train, query = rng.normal(size=(25, 4)), rng.normal(size=(7, 4))
+    cosine = (query / np.linalg.norm(query, axis=1, keepdims=True)) @ (
+        train / np.linalg.norm(train, axis=1, keepdims=True)).T
+    want = np.argsort(-cosine, axis=1, kind="stable")[:, :5]
+    got = knn.nearest_neighbours(train, query, 5, distance="cosine")
+    np.testing.assert_array_equal(got, want)
+    # Rescaling a training row changes its Euclidean distances, not its cosine.
+    scaled = train * rng.uniform(0.1, 10, size=(25, 1))
+    np.testing.assert_array_equal(knn.nearest_neighbours(scaled, query, 5, distance="cosine"), want)
+    assert not np.array_equal(knn.nearest_neighbours(scaled, query, 5), knn.nearest_neighbours(train, query, 5))
+    tags = (rng.random((25, 3)) < 0.4).astype(np.float32)
+    np.testing.assert_allclose(knn.knn_scores(scaled, tags, query, k=5, distance="cosine"),
+                               tags[want].mean(axis=1), atol=1e-6)
+    prior = 5 * tags.sum(axis=0) / 25
+    np.testing.assert_allclose(tagvote.tagvote_scores(scaled, tags, query, k=5, distance="cosine"),
+                               tags[want].sum(axis=1) - prior, atol=1e-5)
+    with pytest.raises(ValueError, match="distance"):
+        knn.knn_scores(train, tags, query, k=5, distance="manhattan")

@@ -169,3 +169,85 @@ GOOD_Y = np.array([[1, 0], [0, 1]])
 def test_bad_input_raises(fn, scores, labels):
     with pytest.raises(ValueError):
         fn(scores, labels)
+
+
+# jingwei's conventions: ties ranked by position, labels without positives count as AP 0.
+
+
+def _positional_ap(ranked_labels):
+    """AP of a ranked 0/1 list, written from the formula: precision at each positive's position; 0 without
+    positives (Li et al.'s benchmark)."""
+    hits, total = 0, 0.0
+    for position, label in enumerate(ranked_labels, start=1):
+        if label:
+            hits += 1
+            total += hits / position
+    return total / hits if hits else 0.0
+
+
+def _jingwei_reference(scores, labels):
+    """(miAP, mAP) with every ranking sorted by score, highest first, ties in index order (Python's
+    stable sort), and AP 0 for a row or column without positives."""
+    def mean_ap(s, y):
+        aps = []
+        for row_s, row_y in zip(s.tolist(), y.tolist()):
+            order = sorted(range(len(row_s)), key=lambda i: -row_s[i])
+            aps.append(_positional_ap([row_y[i] for i in order]))
+        return float(np.mean(aps))
+    return mean_ap(scores, labels), mean_ap(scores.T, labels.T)
+
+
+def test_position_ties_hand_computed():
+    # 0.9(-) 0.5(+) 0.5(-) 0.1(+), ties in input order: positives at positions 2 and 4 -> (1/2 + 2/4)/2 = 1/2
+    # (one threshold: 5/12). The tied pair the other way round: positions 3 and 4 -> (1/3 + 2/4)/2 = 5/12.
+    labels = np.array([[0, 1, 0, 1]])
+    scores = np.array([[0.9, 0.5, 0.5, 0.1]])
+    assert miap(scores, labels, ties="position") == pytest.approx(1 / 2)
+    assert miap(scores, labels, ties="threshold") == pytest.approx(5 / 12)
+    assert miap(scores, np.array([[0, 0, 1, 1]]), ties="position") == pytest.approx(5 / 12)
+    assert mean_average_precision(scores.T, labels.T, ties="position") == pytest.approx(1 / 2)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_position_ties_equal_threshold_without_ties(seed):
+    scores, labels = _random_case(seed)
+    assert miap(scores, labels, ties="position") == pytest.approx(miap(scores, labels), abs=1e-12)
+    assert mean_average_precision(scores, labels, ties="position") == pytest.approx(
+        mean_average_precision(scores, labels), abs=1e-12)
+
+
+def test_empty_label_counts_as_zero_under_jingwei_convention():
+    # Label 0: 0.9(+) 0.8(-) 0.7(+) 0.1(-) -> AP 5/6; label 1 has no positive image.
+    scores = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.1, 0.4]])
+    labels = np.array([[1, 0], [0, 0], [1, 0], [0, 0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "zero" warns about nothing
+        assert mean_average_precision(scores, labels, empty_labels="zero") == pytest.approx((5 / 6 + 0) / 2)
+    with pytest.warns(UserWarning, match="1 label"):
+        assert mean_average_precision(scores, labels) == pytest.approx(5 / 6)
+    with pytest.raises(ValueError, match="empty_labels"):
+        mean_average_precision(scores, labels, empty_labels="drop")
+    with pytest.raises(ValueError, match="ties"):
+        miap(scores, labels, ties="random")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_jingwei_convention_matches_a_fixed_tie_order_reference(seed):
+    # UserTags-like 0/1 scores: nearly every score is tied. An empty label is included.
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((30, 5)) < 0.3).astype(int)
+    labels[:, 4] = 0
+    scores = np.where(rng.random((30, 5)) < 0.7, labels, 1 - labels).astype(float)
+    want_miap, want_map = _jingwei_reference(scores, labels)
+    got = evaluate(scores, labels, ties="position", empty_labels="zero")
+    assert got["miAP"] == pytest.approx(want_miap, abs=1e-12)
+    assert got["mAP"] == pytest.approx(want_map, abs=1e-12)
+    # Permuting the images changes the tie order, so the position convention's mAP moves with it, while
+    # the threshold convention's does not.
+    perm = rng.permutation(30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert mean_average_precision(scores[perm], labels[perm]) == pytest.approx(
+            mean_average_precision(scores, labels), abs=1e-12)
+    assert mean_average_precision(scores[perm], labels[perm], ties="position", empty_labels="zero") == \
+        pytest.approx(_jingwei_reference(scores[perm], labels[perm])[1], abs=1e-12)

@@ -20,7 +20,31 @@ import numpy as np
 
 from wsnn import checks
 
-__all__ = ["check_features", "distance_chunks", "smallest", "nearest", "reduce_dimensions"]
+__all__ = ["DISTANCES", "for_distance", "check_features", "distance_chunks", "smallest", "nearest",
+           "reduce_dimensions"]
+
+DISTANCES = ("euclidean", "cosine")
+
+
+def for_distance(features, distance):
+    """Features whose squared Euclidean distances rank neighbours as `distance` does.
+
+    "euclidean": the features themselves. "cosine" (jingwei's KNN and TagVote
+    on VGG features): every row scaled to unit L2 norm, since for unit rows
+    ``||a - b||^2 = 2 - 2 cos(a, b)``. An all-zero row stays zero; its cosine
+    is undefined, and it is at squared distance 1 from every unit row.
+
+    Raises:
+      ValueError: an unknown `distance`.
+    """
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
+    if distance == "euclidean":
+        return features
+    features = np.asarray(features)
+    features = features.astype(np.result_type(features, np.float32), copy=False)
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return features / np.where(norms > 0, norms, 1)
 
 
 def check_features(base, queries=None):

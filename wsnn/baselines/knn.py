@@ -15,7 +15,9 @@ above, on the phi_0 features, which is what is implemented.
 Neighbour search (`nearest_neighbours`, also used by TagVote): the exact
 search of `wsnn.search`, in the features' floating dtype (float32 stays
 float32, float64 stays float64), nearest first, equal computed distances
-broken by the lower training index. Two uses:
+broken by the lower training index. ``distance="euclidean"`` (ours, the
+default) or ``"cosine"`` (jingwei's, on L2-normalised VGG features; see
+`wsnn.search.for_distance`). Two uses:
 
 * annotation: query images are not training images, every training image is
   a candidate neighbour;
@@ -69,7 +71,7 @@ def _one_per_user(distances, perm, starts):
 
 
 def neighbour_chunks(train_features, query_features, k, exclude_self=False, chunk_size=1024,
-                     train_users=None, unique_users=False):
+                     train_users=None, unique_users=False, distance="euclidean"):
     """Yields ``(start, stop, neighbours)`` for consecutive chunks of query rows.
 
     Same arguments and per-row result as `nearest_neighbours`, which
@@ -77,6 +79,7 @@ def neighbour_chunks(train_features, query_features, k, exclude_self=False, chun
     a chunk's neighbours are ever held.
     """
     train, query = search.check_features(train_features, query_features)
+    train, query = search.for_distance(train, distance), search.for_distance(query, distance)
     n, q = len(train), len(query)
     k = checks.positive_int(k, "k")
     chunk_size = checks.positive_int(chunk_size, "chunk_size")
@@ -101,8 +104,8 @@ def neighbour_chunks(train_features, query_features, k, exclude_self=False, chun
 
 
 def nearest_neighbours(train_features, query_features, k, exclude_self=False, chunk_size=1024,
-                       train_users=None, unique_users=False):
-    """The k training images nearest to each query (exact Euclidean).
+                       train_users=None, unique_users=False, distance="euclidean"):
+    """The k training images nearest to each query (exact).
 
     Args:
       train_features: N x d visual features of the training images.
@@ -115,18 +118,19 @@ def nearest_neighbours(train_features, query_features, k, exclude_self=False, ch
         only used with `unique_users`.
       unique_users: at most one neighbour per uploader: each user is
         represented by its nearest image (lower index on ties).
+      distance: "euclidean" or "cosine".
 
     Returns:
       int array Q x k of training indices, nearest first, equal distances by
       lower index.
 
     Raises:
-      ValueError: malformed or non-finite features, k < 1, or more
-        neighbours requested than a query has available (images, or
-        distinct users with `unique_users`).
+      ValueError: malformed or non-finite features, k < 1, more neighbours
+        requested than a query has available (images, or distinct users
+        with `unique_users`), or an unknown distance.
     """
     chunks = [neighbours for _, _, neighbours in neighbour_chunks(
-        train_features, query_features, k, exclude_self, chunk_size, train_users, unique_users)]
+        train_features, query_features, k, exclude_self, chunk_size, train_users, unique_users, distance)]
     if not chunks:
         return np.zeros((0, checks.positive_int(k, "k")), np.int64)
     return np.concatenate(chunks)
@@ -141,7 +145,8 @@ def neighbour_votes(neighbours, train_tags):
     return (indicator @ train_tags).toarray()
 
 
-def knn_scores(train_features, train_user_tags, query_features, k=50, exclude_self=False, chunk_size=1024):
+def knn_scores(train_features, train_user_tags, query_features, k=50, exclude_self=False, chunk_size=1024,
+               distance="euclidean"):
     """KNN tag relevance: the fraction of the k nearest training images carrying each tag.
 
     Args:
@@ -153,6 +158,7 @@ def knn_scores(train_features, train_user_tags, query_features, k=50, exclude_se
       exclude_self: refinement: query i is training image i and does not vote
         for itself.
       chunk_size: query rows per distance chunk.
+      distance: "euclidean" or "cosine" (jingwei's).
 
     Returns:
       float32 array Q x C, entries in [0, 1].
@@ -161,6 +167,7 @@ def knn_scores(train_features, train_user_tags, query_features, k=50, exclude_se
     if tags.shape[0] != len(train_features):
         raise ValueError(f"train_user_tags has {tags.shape[0]} rows for {len(train_features)} training images")
     scores = np.zeros((len(query_features), tags.shape[1]), np.float32)
-    for start, stop, neighbours in neighbour_chunks(train_features, query_features, k, exclude_self, chunk_size):
+    for start, stop, neighbours in neighbour_chunks(train_features, query_features, k, exclude_self, chunk_size,
+                                                    distance=distance):
         scores[start:stop] = neighbour_votes(neighbours, tags) / np.float32(k)
     return scores

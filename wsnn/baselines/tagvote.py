@@ -9,9 +9,9 @@ number expected from a random sample of k training images,
 
 where G is the N x C 0/1 user-tag matrix of the training images, f(t) the
 number of training images tagged t, and N_k(q) the k neighbours of q (exact
-Euclidean distance on the given features, nearest first, ties by lower
-index; see `wsnn.baselines.knn.nearest_neighbours`). Li et al.'s benchmark
-uses k = 1000.
+Euclidean distance on the given features, or cosine as in jingwei, nearest
+first, ties by lower index; see `wsnn.baselines.knn.nearest_neighbours`).
+Li et al.'s benchmark uses k = 1000.
 
 Choices:
 
@@ -65,7 +65,7 @@ def available_neighbours(num_train, num_queries, train_users=None, exclude_self=
 
 
 def tagvote_scores(train_features, train_user_tags, query_features, k=1000, train_users=None,
-                   exclude_self=False, chunk_size=1024):
+                   exclude_self=False, chunk_size=1024, distance="euclidean"):
     """TagVote relevance: neighbour votes minus the tag's prior, for every query and tag.
 
     Args:
@@ -79,6 +79,7 @@ def tagvote_scores(train_features, train_user_tags, query_features, k=1000, trai
       exclude_self: refinement: query i is training image i and does not vote
         for itself.
       chunk_size: query rows per distance chunk.
+      distance: "euclidean" or "cosine" (jingwei's).
 
     Returns:
       float32 array Q x C of votes minus k * f(t) / N.
@@ -97,7 +98,8 @@ def tagvote_scores(train_features, train_user_tags, query_features, k=1000, trai
     prior = (k * np.asarray(tags.sum(axis=0)).ravel() / n).astype(np.float32)
     scores = np.zeros((len(query_features), tags.shape[1]), np.float32)
     chunks = knn.neighbour_chunks(train_features, query_features, k, exclude_self, chunk_size,
-                                  train_users=train_users, unique_users=train_users is not None)
+                                  train_users=train_users, unique_users=train_users is not None,
+                                  distance=distance)
     for start, stop, neighbours in chunks:
         scores[start:stop] = knn.neighbour_votes(neighbours, tags) - prior
     return scores
