@@ -149,3 +149,69 @@ def test_true_label_tags_replace_the_user_tags_by_the_labels_tags():
     # a: labels dog (tag 0) and tree (no tag); b: cat (tag 2); c: tree only -> no tag.
     np.testing.assert_array_equal(upper.user_tags.toarray(), [[1, 0, 0], [0, 0, 1], [0, 0, 0]])
     np.testing.assert_array_equal(dataset.user_tags.toarray(), [[1, 1, 0], [0, 0, 0], [0, 1, 1]])
+
+
+def _toy_set(seed=0, n=80):
+    """A labelled set whose user tags are noisy copies of its labels, and features that cluster by label."""
+    from wsnn.data.dataset import TaggedImageSet
+
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((n, 3)) < 0.4).astype(np.uint8)
+    labels[:3] = np.eye(3, dtype=np.uint8)
+    tags = np.concatenate([labels & (rng.random((n, 3)) < 0.8), rng.random((n, 1)) < 0.3], axis=1)
+    features = labels @ rng.normal(size=(3, 6)) + 0.3 * rng.normal(size=(n, 6))
+    features *= rng.uniform(0.2, 5.0, size=(n, 1))  # row scales: cosine and Euclidean neighbours differ
+    dataset = TaggedImageSet(ids=[str(i) for i in range(n)], tag_names=["cat", "dog", "sky", "noise"],
+                             user_tags=tags.astype(np.uint8), image_array=np.zeros((n, 4, 4), np.uint8),
+                             labels=labels, label_names=["cat", "dog", "sky"], label_to_tag=[0, 1, 2])
+    return dataset, features
+
+
+@pytest.mark.parametrize("convention", ["wsnn", "jingwei"])
+def test_one_convention_flag_switches_metrics_and_distance_of_every_baseline_row(convention):
+    from wsnn import config as config_lib
+    from wsnn import metrics
+    from wsnn.baselines import knn, tagprop, tagvote
+    from wsnn.training import state
+
+    dataset, features = _toy_set()
+    bench = benchmark.BenchmarkConfig(seeds=1, knn_k=5, tagvote_k=10, tagprop_k=10, tagexample_positives=20,
+                                      baselines_only=True, convention=convention)
+    config = config_lib.TrainConfig.make(train_fraction=0.5, validation_fraction=0.2, workdir="unused")
+    out = benchmark.run_seed(config, bench, dataset, 0, None, lambda s, c: np.eye(s.num_tags), pretrained=features)
+    no_network = {"RandomGuess", "KNN", "TagVote", "CCA", "NMF", "TagProp", "TagFeature", "TagExample"}
+    assert set(out["annotation"]) == no_network
+    assert set(out["refinement"]) == {"UserTags", "TagCooccur", "TagVote", "RPCA"}
+    # The rows are those of the trainer's split, scored under the convention's metric options with the
+    # convention's neighbour distance.
+    train, _, test = state.split(80, "annotation", 0.5, 0, 0.2)
+    options = {"ties": "position", "empty_labels": "zero"} if convention == "jingwei" else {}
+    distance = "cosine" if convention == "jingwei" else "euclidean"
+    g = dataset.user_tags[train]
+
+    def score(tag_scores, rows=test):
+        return metrics.evaluate(dataset.label_scores(tag_scores), dataset.labels[rows], **options)
+
+    expected = {
+        "KNN": score(knn.knn_scores(features[train], g, features[test], k=5, distance=distance)),
+        "TagVote": score(tagvote.tagvote_scores(features[train], g, features[test], k=10, distance=distance)),
+        "TagProp": score(tagprop.tagprop_scores(features[train], g, features[test], k=10, distance=distance)),
+    }
+    for method, want in expected.items():
+        for metric in benchmark.METRICS:
+            assert out["annotation"][method][metric] == pytest.approx(want[metric], abs=1e-12), (method, metric)
+    knn_labels = dataset.label_scores(knn.knn_scores(features[train], g, features[test], k=5, distance=distance))
+    assert out["annotation"]["KNN"]["ap_per_label"] == pytest.approx(
+        [metrics.mean_average_precision(knn_labels[:, [l]], dataset.labels[test][:, [l]], ties=options.get(
+            "ties", "threshold")) for l in range(3)], abs=1e-12)
+    _, _, refined = state.split(80, "refinement", 0.5, 0, 0.2)
+    user_tags = score(dataset.user_tags.toarray().astype(np.float32)[refined], refined)
+    assert out["refinement"]["UserTags"]["mAP"] == pytest.approx(user_tags["mAP"], abs=1e-12)
+    assert benchmark.convention_line(convention).startswith(f"Convention: {convention} (")
+
+
+def test_baselines_only_refuses_training_extras():
+    with pytest.raises(ValueError, match="--baselines_only"):
+        benchmark.BenchmarkConfig(baselines_only=True, grid_search=True)
+    with pytest.raises(ValueError, match="--convention=other: must be one of wsnn, jingwei"):
+        benchmark.BenchmarkConfig(convention="other")

@@ -4,13 +4,16 @@
 
 For each seed, every method sees the same data, split (training,
 validation, evaluated images; see `wsnn.training.state.split`) and features:
-  annotation  RandomGuess, KNN, TagVote, Multi-CNN (phi_0),
-              Multi-CNN (same budget), ours [, ours with the variant]
+  annotation  RandomGuess, KNN, TagVote, CCA, NMF, TagProp, TagFeature,
+              TagExample, Multi-CNN (phi_0), Multi-CNN (same budget), ours
+              [, ours with the variant]
   refinement  UserTags, TagCooccur, TagVote, RPCA, Multi-CNN (phi_0),
               Multi-CNN (same budget), ours [, ours with the variant]
-KNN, TagVote and RPCA's image graph use the *pretrained* backbone's features
-(the `--weights` file: ImageNet VGG16 in the paper, `wsnn.pretrain`'s small
-CNN on FashionTags), as the paper uses pretrained VGG16 features; the rows
+KNN, TagVote, the compared methods (CCA, NMF, TagProp, TagFeature,
+TagExample; each in its module of `wsnn.baselines`) and RPCA's image graph
+use the *pretrained* backbone's features (the `--weights` file: ImageNet
+VGG16 in the paper, `wsnn.pretrain`'s small CNN on FashionTags), as the
+paper uses pretrained VGG16 features; the rows
 "KNN (phi_0 features)" and "TagVote (phi_0 features)" use phi_0's, which saw
 the noisy tags. "Multi-CNN (same budget)" trains phi_0 on with the logistic
 loss for as many steps as stage 2 takes, with the same stage-2 learning rate
@@ -18,7 +21,16 @@ and the same selection of its length on the validation split, so that ours
 against it is not just more training. "Multi-CNN (true labels)" (annotation
 only) is an upper bound, not a competitor: phi_0 trained, with the same
 settings and selection, on the training images' true labels in place of
-their user tags (`true_label_tags`). Optional extras:
+their user tags (`true_label_tags`).
+
+`--convention=jingwei` switches every row to the conventions of Li et al.'s
+benchmark code (jingwei), so numbers compare with those it published: AP
+ties ranked by position, AP 0 for labels without positives, cosine distance
+for the neighbour methods (KNN, TagVote, TagProp, TagExample). The default,
+"wsnn", scores a tie group as one threshold, leaves such labels out of mAP
+and uses Euclidean distance. The tables say which was used.
+
+Optional extras:
   --grid_search  coarse to fine on the first seed's annotation validation
                  split (never the evaluated images): lambda2 x stage-2
                  learning rate (lambda1 = 0), then lambda1, then alpha; each
@@ -30,10 +42,11 @@ their user tags (`true_label_tags`). Optional extras:
                  (<workdir>/benchmark/hparams);
   --ablation     each constraint alone (the paper's Ablation Analysis), and
                  the variant's data term alone, first seed, both protocols.
-Writes to `<workdir>/benchmark/`: results.json (every number, chosen values,
-wall time and peak memory per method), tables.md (the paper's Tables 2-5
-layout, mean +- std over seeds), ap_per_label_<protocol>.png and
-dynamic_neighbours.png (the paper's Fig. 4).
+Writes to `<workdir>/benchmark/` (`benchmark-jingwei/` under that
+convention): results.json (every number, chosen values, wall time and peak
+memory per method), tables.md (the paper's Tables 2-5 layout, mean +- std
+over seeds), ap_per_label_<protocol>.png and dynamic_neighbours.png (the
+paper's Fig. 4).
 """
 
 import dataclasses
@@ -47,12 +60,13 @@ import scipy.sparse
 
 from wsnn import config as config_lib
 from wsnn import flags_lib, io_utils, metrics, tf_start
-from wsnn.baselines import knn, rpca, tagcooccur, tagvote, trivial
+from wsnn.baselines import cca, knn, nmf, rpca, tagcooccur, tagexample, tagfeature, tagprop, tagvote, trivial
 from wsnn.config import field
 from wsnn.data import preparation
 
 METRICS = ("miAP", "mAP", "MicroAUC", "MacroAUC")
 ANNOTATION_METHODS = ("RandomGuess", "KNN", "TagVote", "KNN (phi_0 features)", "TagVote (phi_0 features)",
+                      "CCA", "NMF", "TagProp", "TagFeature", "TagExample",
                       "Multi-CNN", "Multi-CNN (same budget)", "Ours", "Ours (bce)",
                       "Multi-CNN (true labels)")
 REFINEMENT_METHODS = ("UserTags", "TagCooccur", "TagVote", "TagVote (phi_0 features)", "RPCA", "Multi-CNN",
@@ -65,11 +79,22 @@ class BenchmarkConfig:
     """What the benchmark runs besides the training flags."""
 
     seeds: int = field(5, "Repeats (seeds 0..n-1): split, initialisation and data order.")
+    convention: str = field("wsnn", "Metric and neighbour conventions: wsnn (AP ties as one threshold, labels "
+                                    "without positives left out of mAP, Euclidean neighbours) or jingwei (Li et "
+                                    "al.'s benchmark: ties ranked by position, AP 0 for labels without "
+                                    "positives, cosine neighbours). Applies to every row.",
+                            choices=tuple(metrics.CONVENTIONS))
     knn_k: int = field(50, "KNN: neighbours voting.")
     tagvote_k: int = field(1000, "TagVote: neighbours voting (Li et al.'s benchmark: 1000).")
     rpca_lam: float = field(0.3, "RPCA: weight of the sparse error (1/sqrt(max(N, C)) empties A on sparse "
                                  "tag matrices; see BUILD_NOTES.md).")
     rpca_max_iter: int = field(50, "RPCA: proximal-gradient iterations (jingwei's benchmark: 50).")
+    tagprop_k: int = field(200, "TagProp: neighbours weighted.", bounds="[1, inf)")
+    cca_dims: int = field(0, "CCA: dimensions of the common space (0: all, min(feature width, tags)).",
+                          bounds="[0, inf)")
+    nmf_rank: int = field(16, "NMF: rank of the tag-matrix decomposition.", bounds="[1, inf)")
+    tagexample_positives: int = field(500, "TagExample: top-voted positive examples kept per tag.",
+                                      bounds="[1, inf)")
     grid_search: bool = field(False, "Search lambda1, lambda2, alpha and the stage-2 learning rate on the "
                                      "first seed's validation split (coarse to fine).")
     grid_lambda1: str = field("0,1e-4,1e-3,1e-2,1e-1,1", "lambda1 values of the grid.")
@@ -81,12 +106,20 @@ class BenchmarkConfig:
     grid_stage2_epochs: int = field(1, "Stage-2 epochs of each trial (its best epoch, zero included, "
                                        "scores it).")
     ablation: bool = field(False, "Train with each constraint alone (first seed).")
+    baselines_only: bool = field(False, "Train no network: only the rows that need none (RandomGuess, "
+                                        "UserTags, KNN, TagVote, TagCooccur, RPCA, CCA, NMF, TagProp, "
+                                        "TagFeature, TagExample), on the pretrained features (needs "
+                                        "--weights), on the trainer's splits.")
 
     def __post_init__(self):
+        config_lib.check_fields(self)
         if not self.rpca_lam > 0 or self.rpca_max_iter < 1:
             raise ValueError("--rpca_lam must be > 0 and --rpca_max_iter >= 1")
         if self.seeds < 1:
             raise ValueError(f"--seeds={self.seeds}: must be >= 1")
+        if self.baselines_only and (self.grid_search or self.ablation):
+            raise ValueError("--baselines_only trains no network, so it cannot run with --grid_search or "
+                             "--ablation")
         if self.grid_stage2_epochs < 1:
             raise ValueError(f"--grid_stage2_epochs={self.grid_stage2_epochs}: must be >= 1")
         if not set(_strings(self.grid_user_error)) <= set(config_lib.USER_ERRORS) or not _strings(
@@ -150,13 +183,19 @@ def _train(config, dataset, task, strategy):
     return result, usage
 
 
-def _evaluate(tag_scores, dataset, labels):
-    """The four metrics and the per-label AP of N x C tag scores."""
+def _evaluate(tag_scores, dataset, labels, convention="wsnn"):
+    """The four metrics and the per-label AP of N x C tag scores, under a `metrics.CONVENTIONS` name."""
+    options = _metric_options(convention)
     scores = dataset.label_scores(tag_scores)
-    result = metrics.evaluate(scores, labels, label_names=dataset.label_names)
-    result["ap_per_label"] = [float(metrics.mean_average_precision(scores[:, [l]], labels[:, [l]]))
+    result = metrics.evaluate(scores, labels, label_names=dataset.label_names, **options)
+    result["ap_per_label"] = [float(metrics.mean_average_precision(scores[:, [l]], labels[:, [l]], ties=options["ties"]))
                               if labels[:, l].any() else None for l in range(labels.shape[1])]
     return result
+
+
+def _metric_options(convention):
+    """The `metrics.evaluate` keywords of a convention (all but the neighbour distance)."""
+    return {k: v for k, v in metrics.CONVENTIONS[convention].items() if k != "distance"}
 
 
 def pretrained_features(config, dataset):
@@ -188,76 +227,121 @@ def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=
     """All methods of both protocols for one seed; returns {protocol: {method: result}}.
 
     `variant`: the settings of the "Ours (bce)" row (from the grid search), or None. `pretrained`:
-    `pretrained_features` of every image, or None."""
+    `pretrained_features` of every image, or None. With `bench.baselines_only` no network is trained:
+    the split is `wsnn.training.state.split`'s, as the trainer's, and the baselines use `pretrained`."""
+    from wsnn.training import state
+
     workdir = os.path.join(config.runtime.workdir, f"seed{seed}")
     config = config.replace(seed=seed, workdir=workdir, save_stage1_features=True, task="both")
     results = {}
     for task in ("annotation", "refinement"):
-        ours, usage = _train(config, dataset, task, strategy)
-        phi0 = ours.phi0
-        train_set, eval_set = dataset.subset(ours.train_idx), dataset.subset(ours.eval_idx)
-        labels = eval_set.labels
-        rows = {"Multi-CNN": _evaluate(phi0["eval_tag_probs"], dataset, labels),
-                "Ours": dict(_evaluate(ours.eval_tag_probs, dataset, labels),
-                             seconds=usage.seconds, peak_mib=usage.mib,
-                             stage2_epoch=ours.summary["selection"]["stage2_epoch"])}
-        extra = {"Multi-CNN (same budget)": dict(stage2_objective="multi_cnn")}
-        if variant:
-            extra["Ours (bce)"] = variant
-        for name, change in extra.items():
-            other = config.replace(**change, warm_start_from=workdir,
-                                   workdir=os.path.join(workdir, name.replace(" ", "_")))
-            result, use = _train(other, dataset, task, strategy)
-            rows[name] = dict(_evaluate(result.eval_tag_probs, dataset, labels),
-                              seconds=use.seconds, peak_mib=use.mib,
-                              stage2_epoch=result.summary["selection"]["stage2_epoch"])
-        visual = phi0 if pretrained is None else {"train": pretrained[ours.train_idx],
-                                                  "eval": pretrained[ours.eval_idx]}
-
-        def add(name, fn):
-            with PeakMemory() as use:
-                tag_scores = fn()
-            rows[name] = dict(_evaluate(tag_scores, dataset, labels), seconds=use.seconds, peak_mib=use.mib)
-
-        def tagvote_scores(features, refine):
-            return tagvote.tagvote_scores(features["train"], train_set.user_tags,
-                                          features["eval" if not refine else "train"], k=bench.tagvote_k,
-                                          train_users=train_set.users, exclude_self=refine)
-
-        if task == "annotation":
+        if bench.baselines_only:
+            train_idx, _, eval_idx = state.split(dataset.num_images, task, config.data.train_fraction, seed,
+                                                 config.data.validation_fraction)
+            rows, phi0 = {}, None
+        else:
+            ours, rows = network_rows(config, dataset, task, strategy, variant, bench.convention)
+            train_idx, eval_idx, phi0 = ours.train_idx, ours.eval_idx, ours.phi0
+            if task == "refinement":
+                results["neighbour_snapshots"] = ours.neighbour_snapshots
+        if task == "annotation" and not bench.baselines_only:
             upper = config.replace(stage2_epochs=0, save_stage1_features=False,
                                    workdir=os.path.join(workdir, "true_labels"))
             result, use = _train(upper, true_label_tags(dataset), task, strategy)
-            rows["Multi-CNN (true labels)"] = dict(_evaluate(result.eval_tag_probs, dataset, labels),
+            rows["Multi-CNN (true labels)"] = dict(_evaluate(result.eval_tag_probs, dataset,
+                                                             dataset.labels[eval_idx], bench.convention),
                                                    seconds=use.seconds, peak_mib=use.mib)
-            with PeakMemory() as use:
-                random_guess = trivial.random_guess(labels, seed=seed)[0]
-            rows["RandomGuess"] = dict(random_guess, seconds=use.seconds, peak_mib=use.mib)
-            k = min(bench.knn_k, train_set.num_images)
-            add("KNN", lambda: knn.knn_scores(visual["train"], train_set.user_tags, visual["eval"], k=k))
-            add("TagVote", lambda: tagvote_scores(visual, False))
-            if visual is not phi0:
-                add("KNN (phi_0 features)", lambda: knn.knn_scores(phi0["train"], train_set.user_tags,
-                                                                  phi0["eval"], k=k))
-                add("TagVote (phi_0 features)", lambda: tagvote_scores(phi0, False))
-        else:
-            # Refinement trains on every image; the evaluated ones are those outside the validation split.
-            on_eval = ours.eval_idx
-
-            def add_refined(name, fn):
-                add(name, lambda: fn()[on_eval])
-            add_refined("UserTags", lambda: train_set.user_tags.toarray().astype(np.float32))
-            add_refined("TagCooccur", lambda: tagcooccur.tagcooccur_scores(train_set.user_tags))
-            add_refined("TagVote", lambda: tagvote_scores(visual, True))
-            if visual is not phi0:
-                add_refined("TagVote (phi_0 features)", lambda: tagvote_scores(phi0, True))
-            add_refined("RPCA", lambda: rpca.rpca_refine(train_set.user_tags, features=visual["train"],
-                                                         tag_similarity=tag_similarity_fn(train_set, config),
-                                                         lam=bench.rpca_lam, max_iter=bench.rpca_max_iter)[0])
+        visual = phi0 if pretrained is None else {"train": pretrained[train_idx], "eval": pretrained[eval_idx]}
+        rows.update(baseline_rows(bench, dataset, task, train_idx, eval_idx, visual, phi0,
+                                  lambda train_set: tag_similarity_fn(train_set, config), seed))
         results[task] = rows
-        if task == "refinement":
-            results["neighbour_snapshots"] = ours.neighbour_snapshots
     return results
+
+
+def network_rows(config, dataset, task, strategy, variant, convention):
+    """Ours, Multi-CNN (phi_0), Multi-CNN (same budget) [and Ours (bce)] of one protocol and seed;
+    returns (ours' `TaskResult`, {method: result})."""
+    workdir = config.runtime.workdir
+    ours, usage = _train(config, dataset, task, strategy)
+    labels = dataset.labels[ours.eval_idx]
+    rows = {"Multi-CNN": _evaluate(ours.phi0["eval_tag_probs"], dataset, labels, convention),
+            "Ours": dict(_evaluate(ours.eval_tag_probs, dataset, labels, convention),
+                         seconds=usage.seconds, peak_mib=usage.mib,
+                         stage2_epoch=ours.summary["selection"]["stage2_epoch"])}
+    extra = {"Multi-CNN (same budget)": dict(stage2_objective="multi_cnn")}
+    if variant:
+        extra["Ours (bce)"] = variant
+    for name, change in extra.items():
+        other = config.replace(**change, warm_start_from=workdir, workdir=os.path.join(workdir, name.replace(" ", "_")))
+        result, use = _train(other, dataset, task, strategy)
+        rows[name] = dict(_evaluate(result.eval_tag_probs, dataset, labels, convention),
+                          seconds=use.seconds, peak_mib=use.mib,
+                          stage2_epoch=result.summary["selection"]["stage2_epoch"])
+    return ours, rows
+
+
+def baseline_rows(bench, dataset, task, train_idx, eval_idx, visual, phi0, tag_similarity_of, seed):
+    """Every method of one protocol that trains no network; returns {method: result}.
+
+    `visual`: {"train", "eval"} features of the neighbour methods and the compared methods (the
+    pretrained backbone's, or phi_0's without one); `phi0`: phi_0's features for the "(phi_0 features)"
+    rows, or None; `tag_similarity_of(train_set)`: xi (RPCA's tag graph, CCA's stand-in for word vectors).
+    """
+    convention = bench.convention
+    distance = metrics.CONVENTIONS[convention]["distance"]
+    train_set = dataset.subset(train_idx)
+    labels = dataset.labels[eval_idx]
+    rows = {}
+
+    def add(name, fn):
+        with PeakMemory() as use:
+            tag_scores = fn()
+        rows[name] = dict(_evaluate(tag_scores, dataset, labels, convention), seconds=use.seconds,
+                          peak_mib=use.mib)
+        print(f"[{task}] seed {seed} {name}: mAP {rows[name]['mAP']:.3f} ({use.seconds:.1f} s)", flush=True)
+
+    def tagvote_scores(features, refine):
+        return tagvote.tagvote_scores(features["train"], train_set.user_tags,
+                                      features["eval" if not refine else "train"], k=bench.tagvote_k,
+                                      train_users=train_set.users, exclude_self=refine, distance=distance)
+
+    with_phi0 = phi0 is not None and visual is not phi0
+    if task == "annotation":
+        with PeakMemory() as use:
+            random_guess = trivial.random_guess(labels, seed=seed, **_metric_options(convention))[0]
+        rows["RandomGuess"] = dict(random_guess, seconds=use.seconds, peak_mib=use.mib)
+        k = min(bench.knn_k, train_set.num_images)
+        add("KNN", lambda: knn.knn_scores(visual["train"], train_set.user_tags, visual["eval"], k=k,
+                                          distance=distance))
+        add("TagVote", lambda: tagvote_scores(visual, False))
+        if with_phi0:
+            add("KNN (phi_0 features)", lambda: knn.knn_scores(phi0["train"], train_set.user_tags, phi0["eval"],
+                                                              k=k, distance=distance))
+            add("TagVote (phi_0 features)", lambda: tagvote_scores(phi0, False))
+        # The compared methods of the paper's Tables 2 and 3, on the same features as KNN.
+        train_x, train_g, eval_x = visual["train"], train_set.user_tags, visual["eval"]
+        add("CCA", lambda: cca.cca_scores(train_x, train_g, eval_x, dims=bench.cca_dims or None, k=k,
+                                          tag_embeddings=tag_similarity_of(train_set)))
+        add("NMF", lambda: nmf.nmf_scores(train_x, train_g, eval_x, rank=bench.nmf_rank, seed=seed))
+        add("TagProp", lambda: tagprop.tagprop_scores(train_x, train_g, eval_x, k=bench.tagprop_k,
+                                                      distance=distance, seed=seed))
+        add("TagFeature", lambda: tagfeature.tagfeature_scores(train_x, train_g, eval_x, seed=seed))
+        add("TagExample", lambda: tagexample.tagexample_scores(
+            train_x, train_g, eval_x, num_positives=bench.tagexample_positives, vote_k=bench.tagvote_k,
+            train_users=train_set.users, distance=distance, seed=seed))
+    else:
+        # Refinement scores every image; the evaluated ones are those outside the validation split.
+        def add_refined(name, fn):
+            add(name, lambda: fn()[eval_idx])
+        add_refined("UserTags", lambda: train_set.user_tags.toarray().astype(np.float32))
+        add_refined("TagCooccur", lambda: tagcooccur.tagcooccur_scores(train_set.user_tags))
+        add_refined("TagVote", lambda: tagvote_scores(visual, True))
+        if with_phi0:
+            add_refined("TagVote (phi_0 features)", lambda: tagvote_scores(phi0, True))
+        add_refined("RPCA", lambda: rpca.rpca_refine(train_set.user_tags, features=visual["train"],
+                                                     tag_similarity=tag_similarity_of(train_set),
+                                                     lam=bench.rpca_lam, max_iter=bench.rpca_max_iter)[0])
+    return rows
 
 
 def choose(trials):
@@ -371,6 +455,15 @@ def aggregate(per_seed):
     return table
 
 
+def convention_line(convention):
+    """One sentence saying which metric and neighbour conventions a table uses."""
+    c = metrics.CONVENTIONS[convention]
+    ties = "ranked by position" if c["ties"] == "position" else "one threshold (scikit-learn)"
+    empty = "count as AP 0" if c["empty_labels"] == "zero" else "left out of mAP"
+    return (f"Convention: {convention} (AP ties: {ties}; labels without positives: {empty}; "
+            f"neighbour distance: {c['distance']}).")
+
+
 def format_tables(table, seeds, header):
     """Markdown in the paper's layout (Tables 2-5)."""
     lines = [header, ""]
@@ -451,6 +544,12 @@ def _png_bytes(image):
     return buffer.getvalue()
 
 
+def output_dir(workdir, bench):
+    """`<workdir>/benchmark`, or `<workdir>/benchmark-jingwei` under jingwei's convention, so that a rerun
+    under the other convention (which reuses every trained task) keeps the first one's tables."""
+    return os.path.join(workdir, "benchmark" if bench.convention == "wsnn" else f"benchmark-{bench.convention}")
+
+
 def run(config, prepare_config, bench):
     """The whole benchmark; returns the results dict written to results.json."""
     from wsnn import similarity, train_lib
@@ -461,7 +560,7 @@ def run(config, prepare_config, bench):
     dataset = train_lib.load_or_prepare(prepare_config)
     if dataset.labels is None:
         raise ValueError("the benchmark needs ground-truth labels; this dataset has none")
-    out_dir = os.path.join(config.runtime.workdir, "benchmark")
+    out_dir = output_dir(config.runtime.workdir, bench)
     config = config.replace(export=False)  # no run of the benchmark is served
     results = {"config": config.flat(), "benchmark": dataclasses.asdict(bench)}
     variant = None
@@ -479,6 +578,8 @@ def run(config, prepare_config, bench):
                                         cache_dir=os.path.join(config.runtime.workdir, "prepared", "cache"))[0]
 
     pretrained = pretrained_features(config, dataset)
+    if bench.baselines_only and pretrained is None:
+        raise ValueError("--baselines_only needs the pretrained features of --weights (it is 'none')")
     per_seed = [run_seed(config, bench, dataset, seed, strategy, tag_similarity_of, variant, pretrained)
                 for seed in range(bench.seeds)]
     results["per_seed"] = per_seed
@@ -489,7 +590,8 @@ def run(config, prepare_config, bench):
     os.makedirs(out_dir, exist_ok=True)
     io_utils.write_json(os.path.join(out_dir, "results.json"), results)
     header = (f"wsnn benchmark: {dataset.num_images} images, {dataset.num_tags} tags, {dataset.num_labels} "
-              f"labels; {bench.seeds} seed(s); {results['wall_seconds'] / 60:.1f} min")
+              f"labels; {bench.seeds} seed(s); {results['wall_seconds'] / 60:.1f} min\n\n"
+              f"{convention_line(bench.convention)}")
     io_utils.write_text(os.path.join(out_dir, "tables.md"), format_tables(results["table"], bench.seeds, header))
     _pictures(config, dataset, per_seed, out_dir)
     return results
@@ -534,7 +636,7 @@ def main(argv):
     except (ValueError, RuntimeError, FloatingPointError, OSError) as e:
         print(f"wsnn.benchmark: error: {e}", file=sys.stderr)
         return 1
-    out_dir = os.path.join(config.runtime.workdir, "benchmark")
+    out_dir = output_dir(config.runtime.workdir, bench)
     print(open(os.path.join(out_dir, "tables.md")).read())
     print(f"Results: {out_dir} ({results['wall_seconds'] / 60:.1f} min)")
     return 0

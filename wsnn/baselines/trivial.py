@@ -19,7 +19,7 @@ def user_tags_scores(dataset):
     return dataset.label_scores(dataset.user_tags)
 
 
-def random_guess(labels, draws=80, seed=0, no_positive="zero"):
+def random_guess(labels, draws=80, seed=0, no_positive="zero", **conventions):
     """Metrics of RandomGuess: mean and std over `draws` uniform score draws.
 
     Args:
@@ -27,12 +27,13 @@ def random_guess(labels, draws=80, seed=0, no_positive="zero"):
       draws: how many random score matrices to score (the paper: 80).
       seed: seed of the draws.
       no_positive: miAP convention, see `wsnn.metrics.miap`.
+      **conventions: `ties` and `empty_labels` of `wsnn.metrics.evaluate`.
 
     Returns:
       {metric: mean}, {metric: std}.
     """
     rng = np.random.default_rng(seed)
-    results = [metrics.evaluate(rng.random(labels.shape), labels, no_positive=no_positive)
+    results = [metrics.evaluate(rng.random(labels.shape), labels, no_positive=no_positive, **conventions)
                for _ in range(draws)]
     mean = {k: float(np.mean([r[k] for r in results])) for k in results[0]}
     std = {k: float(np.std([r[k] for r in results])) for k in results[0]}
