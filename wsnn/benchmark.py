@@ -183,6 +183,27 @@ def _train(config, dataset, task, strategy):
     return result, usage
 
 
+def _cost(result, usage, earlier):
+    """Time and peak memory of one training: measured now, or, for a task that had finished and was read
+    back, those the earlier benchmark run recorded in its row `earlier` (left out when unknown)."""
+    if not result.reused:
+        return {"seconds": usage.seconds, "peak_mib": usage.mib}
+    return {key: earlier[key] for key in ("seconds", "peak_mib") if earlier and key in earlier}
+
+
+def _earlier_rows(workdir, bench):
+    """{seed: {protocol: {method: row}}} of the results.json an earlier run left in this convention's
+    output directory, else in the default one (a training's cost does not depend on the convention), or
+    {}."""
+    from wsnn.training import state
+
+    for out_dir in (output_dir(workdir, bench), output_dir(workdir, dataclasses.replace(bench, convention="wsnn"))):
+        earlier = state.read_json(os.path.join(out_dir, "results.json"))
+        if earlier is not None:
+            return dict(enumerate(earlier.get("per_seed", [])))
+    return {}
+
+
 def _evaluate(tag_scores, dataset, labels, convention="wsnn"):
     """The four metrics and the per-label AP of N x C tag scores, under a `metrics.CONVENTIONS` name."""
     options = _metric_options(convention)
@@ -223,12 +244,14 @@ def true_label_tags(dataset):
     return dataclasses.replace(dataset, user_tags=user_tags)
 
 
-def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=None, pretrained=None):
+def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=None, pretrained=None,
+             earlier=None):
     """All methods of both protocols for one seed; returns {protocol: {method: result}}.
 
     `variant`: the settings of the "Ours (bce)" row (from the grid search), or None. `pretrained`:
     `pretrained_features` of every image, or None. With `bench.baselines_only` no network is trained:
-    the split is `wsnn.training.state.split`'s, as the trainer's, and the baselines use `pretrained`."""
+    the split is `wsnn.training.state.split`'s, as the trainer's, and the baselines use `pretrained`.
+    `earlier`: this seed's rows of an earlier run (`_earlier_rows`), for the cost of reused tasks."""
     from wsnn.training import state
 
     workdir = os.path.join(config.runtime.workdir, f"seed{seed}")
@@ -240,7 +263,8 @@ def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=
                                                  config.data.validation_fraction)
             rows, phi0 = {}, None
         else:
-            ours, rows = network_rows(config, dataset, task, strategy, variant, bench.convention)
+            ours, rows = network_rows(config, dataset, task, strategy, variant, bench.convention,
+                                      (earlier or {}).get(task, {}))
             train_idx, eval_idx, phi0 = ours.train_idx, ours.eval_idx, ours.phi0
             if task == "refinement":
                 results["neighbour_snapshots"] = ours.neighbour_snapshots
@@ -248,9 +272,9 @@ def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=
             upper = config.replace(stage2_epochs=0, save_stage1_features=False,
                                    workdir=os.path.join(workdir, "true_labels"))
             result, use = _train(upper, true_label_tags(dataset), task, strategy)
-            rows["Multi-CNN (true labels)"] = dict(_evaluate(result.eval_tag_probs, dataset,
-                                                             dataset.labels[eval_idx], bench.convention),
-                                                   seconds=use.seconds, peak_mib=use.mib)
+            name = "Multi-CNN (true labels)"
+            rows[name] = dict(_evaluate(result.eval_tag_probs, dataset, dataset.labels[eval_idx], bench.convention),
+                              **_cost(result, use, (earlier or {}).get(task, {}).get(name)))
         visual = phi0 if pretrained is None else {"train": pretrained[train_idx], "eval": pretrained[eval_idx]}
         rows.update(baseline_rows(bench, dataset, task, train_idx, eval_idx, visual, phi0,
                                   lambda train_set: tag_similarity_fn(train_set, config), seed))
@@ -258,15 +282,15 @@ def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=
     return results
 
 
-def network_rows(config, dataset, task, strategy, variant, convention):
+def network_rows(config, dataset, task, strategy, variant, convention, earlier):
     """Ours, Multi-CNN (phi_0), Multi-CNN (same budget) [and Ours (bce)] of one protocol and seed;
-    returns (ours' `TaskResult`, {method: result})."""
+    returns (ours' `TaskResult`, {method: result}). `earlier`: {method: row} of an earlier run."""
     workdir = config.runtime.workdir
     ours, usage = _train(config, dataset, task, strategy)
     labels = dataset.labels[ours.eval_idx]
     rows = {"Multi-CNN": _evaluate(ours.phi0["eval_tag_probs"], dataset, labels, convention),
             "Ours": dict(_evaluate(ours.eval_tag_probs, dataset, labels, convention),
-                         seconds=usage.seconds, peak_mib=usage.mib,
+                         **_cost(ours, usage, earlier.get("Ours")),
                          stage2_epoch=ours.summary["selection"]["stage2_epoch"])}
     extra = {"Multi-CNN (same budget)": dict(stage2_objective="multi_cnn")}
     if variant:
@@ -275,7 +299,7 @@ def network_rows(config, dataset, task, strategy, variant, convention):
         other = config.replace(**change, warm_start_from=workdir, workdir=os.path.join(workdir, name.replace(" ", "_")))
         result, use = _train(other, dataset, task, strategy)
         rows[name] = dict(_evaluate(result.eval_tag_probs, dataset, labels, convention),
-                          seconds=use.seconds, peak_mib=use.mib,
+                          **_cost(result, use, earlier.get(name)),
                           stage2_epoch=result.summary["selection"]["stage2_epoch"])
     return ours, rows
 
@@ -446,7 +470,7 @@ def aggregate(per_seed):
             runs = [seed[protocol][method] for seed in per_seed]
             table[protocol][method] = {
                 key: [float(np.mean([r[key] for r in runs])), float(np.std([r[key] for r in runs]))]
-                for key in (*METRICS, "seconds", "peak_mib", "stage2_epoch") if key in runs[0]}
+                for key in (*METRICS, "seconds", "peak_mib", "stage2_epoch") if all(key in r for r in runs)}
             if "ap_per_label" in runs[0]:
                 table[protocol][method]["ap_per_label_mean"] = [
                     None if any(r["ap_per_label"][l] is None for r in runs)
@@ -580,8 +604,9 @@ def run(config, prepare_config, bench):
     pretrained = pretrained_features(config, dataset)
     if bench.baselines_only and pretrained is None:
         raise ValueError("--baselines_only needs the pretrained features of --weights (it is 'none')")
-    per_seed = [run_seed(config, bench, dataset, seed, strategy, tag_similarity_of, variant, pretrained)
-                for seed in range(bench.seeds)]
+    earlier = _earlier_rows(config.runtime.workdir, bench)
+    per_seed = [run_seed(config, bench, dataset, seed, strategy, tag_similarity_of, variant, pretrained,
+                         earlier.get(seed)) for seed in range(bench.seeds)]
     results["per_seed"] = per_seed
     results["table"] = aggregate(per_seed)
     if bench.ablation:

@@ -46,6 +46,8 @@ class TaskResult:
         --save_stage1_features, else None.
       neighbour_snapshots: a fixed query's selected neighbours per stage-2
         epoch ([{"epoch", "step", "query", "neighbours"}]).
+      reused: True when the task had finished before and its result was
+        read back from its directory (`load`), not trained by this call.
     """
 
     task: str
@@ -57,6 +59,7 @@ class TaskResult:
     eval_tag_probs: np.ndarray
     phi0: dict
     neighbour_snapshots: list
+    reused: bool = False
 
     @property
     def history(self):
@@ -73,7 +76,7 @@ class TaskResult:
             refined = arrays["scores"]
         return cls(summary["task"], summary, refined=refined, eval_tag_probs=eval_tag_probs,
                    phi0=read_phi0(task_dir), neighbour_snapshots=state_lib.read_json(
-                       os.path.join(task_dir, SNAPSHOTS), []), **split)
+                       os.path.join(task_dir, SNAPSHOTS), []), reused=True, **split)
 
 
 def write_json(directory, name, value):
