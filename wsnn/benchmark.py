@@ -517,15 +517,17 @@ def plot_ap_bars(ap, label_names, path, title):
 
     methods = list(ap)
     width = 0.8 / len(methods)
-    figure, axes = plt.subplots(figsize=(max(8, len(label_names) * 0.9), 4))
+    # tab20 keeps up to 20 methods apart (the default cycle repeats after 10).
+    colours = plt.get_cmap("tab20")(np.arange(len(methods)) % 20)
+    figure, axes = plt.subplots(figsize=(max(10, len(label_names) * 1.1), 5))
     x = np.arange(len(label_names))
     for i, method in enumerate(methods):
-        axes.bar(x + i * width, ap[method], width, label=method)
+        axes.bar(x + i * width, ap[method], width, label=method, color=colours[i])
     axes.set_xticks(x + 0.4 - width / 2, label_names, rotation=30, ha="right")
     axes.set_ylabel("AP")
     axes.set_ylim(0, 1)
     axes.set_title(title)
-    axes.legend(fontsize=8, ncol=len(methods))
+    axes.legend(fontsize=8, ncol=min(len(methods), 5), loc="upper center", bbox_to_anchor=(0.5, -0.18))
     figure.tight_layout()
     figure.savefig(path + ".tmp.png", dpi=100)
     plt.close(figure)
@@ -626,9 +628,10 @@ def _pictures(config, dataset, per_seed, out_dir):
     """Per-label AP bars of every method (first seed) and the dynamic-neighbour figure."""
     from wsnn.data import pipeline
 
-    for task in ("annotation", "refinement"):
-        ap = {method: [np.nan if v is None else v for v in row["ap_per_label"]]
-              for method, row in per_seed[0][task].items() if "ap_per_label" in row}
+    for task, order in (("annotation", ANNOTATION_METHODS), ("refinement", REFINEMENT_METHODS)):
+        rows = per_seed[0][task]
+        ap = {method: [np.nan if v is None else v for v in rows[method]["ap_per_label"]]
+              for method in order if "ap_per_label" in rows.get(method, {})}
         plot_ap_bars(ap, dataset.label_names, os.path.join(out_dir, f"ap_per_label_{task}.png"),
                      f"{task}: AP per label (seed 0)")
     # Refinement trains on every image, so its training-image indices are the dataset's.
