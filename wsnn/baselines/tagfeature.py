@@ -279,17 +279,7 @@ def augmented_features(train_features, train_user_tags, query_features, num_tag_
     """The augmented features a(x) of the training images (cross-fitted) and the queries.
 
     Args:
-      train_features: N x d visual features of the training images.
-      train_user_tags: G, N x C user tags (scipy.sparse or dense; nonzero
-        means tagged).
-      query_features: Q x d visual features of the query images.
-      num_tag_features: the most frequent tags whose classifiers make the tag
-        feature.
-      folds: cross-fitting folds for the training images' tag features.
-      num_positives: positives sampled per tag classifier.
-      num_bags: negative bags per tag classifier.
-      C: the SVMs' cost.
-      seed: seed of the random samples.
+      The same as `tagfeature_scores`'.
 
     Returns:
       (train_augmented, query_augmented): float64 arrays N x (d + U) and
