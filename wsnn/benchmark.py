@@ -213,7 +213,8 @@ def _earlier_rows(workdir, bench):
     {}."""
     from wsnn.training import state
 
-    for out_dir in (output_dir(workdir, bench), output_dir(workdir, dataclasses.replace(bench, convention="wsnn"))):
+    default = dataclasses.replace(bench, convention="wsnn")
+    for out_dir in (output_dir(workdir, bench), output_dir(workdir, default)):
         earlier = state.read_json(os.path.join(out_dir, "results.json"))
         if earlier is not None:
             return dict(enumerate(earlier.get("per_seed", [])))
@@ -225,8 +226,9 @@ def _evaluate(tag_scores, dataset, labels, convention="wsnn"):
     options = _metric_options(convention)
     scores = dataset.label_scores(tag_scores)
     result = metrics.evaluate(scores, labels, label_names=dataset.label_names, **options)
-    result["ap_per_label"] = [float(metrics.mean_average_precision(scores[:, [l]], labels[:, [l]], ties=options["ties"]))
-                              if labels[:, l].any() else None for l in range(labels.shape[1])]
+    result["ap_per_label"] = [
+        float(metrics.mean_average_precision(scores[:, [l]], labels[:, [l]], ties=options["ties"]))
+        if labels[:, l].any() else None for l in range(labels.shape[1])]
     return result
 
 
@@ -289,7 +291,8 @@ def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=
                                    workdir=os.path.join(workdir, "true_labels"))
             result, use = _train(upper, true_label_tags(dataset), task, strategy)
             name = "Multi-CNN (true labels)"
-            rows[name] = dict(_evaluate(result.eval_tag_probs, dataset, dataset.labels[eval_idx], bench.convention),
+            labels = dataset.labels[eval_idx]
+            rows[name] = dict(_evaluate(result.eval_tag_probs, dataset, labels, bench.convention),
                               **_cost(result, use, (earlier or {}).get(task, {}).get(name)))
         visual = phi0 if pretrained is None else {"train": pretrained[train_idx], "eval": pretrained[eval_idx]}
         rows.update(baseline_rows(bench, dataset, task, train_idx, eval_idx, visual, phi0,
@@ -312,7 +315,8 @@ def network_rows(config, dataset, task, strategy, variant, convention, earlier):
     if variant:
         extra["Ours (bce)"] = variant
     for name, change in extra.items():
-        other = config.replace(**change, warm_start_from=workdir, workdir=os.path.join(workdir, name.replace(" ", "_")))
+        other = config.replace(**change, warm_start_from=workdir,
+                               workdir=os.path.join(workdir, name.replace(" ", "_")))
         result, use = _train(other, dataset, task, strategy)
         rows[name] = dict(_evaluate(result.eval_tag_probs, dataset, labels, convention),
                           **_cost(result, use, earlier.get(name)),
