@@ -49,6 +49,7 @@ over seeds), ap_per_label_<protocol>.png and dynamic_neighbours.png (the
 paper's Fig. 4).
 """
 
+import ctypes
 import dataclasses
 import os
 import sys
@@ -181,13 +182,11 @@ class PeakMemory:
 
 
 def _trim():
-    import ctypes
-    import ctypes.util
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):
-        pass  # not glibc: the peak may then read low
+    """Hands memory freed by earlier methods back to the system (glibc's `malloc_trim`; elsewhere nothing,
+    and a peak may then read low)."""
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # the process's own symbols: no library search
+    if trim is not None:
+        trim(0)
 
 
 def _train(config, dataset, task, strategy):

@@ -225,9 +225,7 @@ def cca_scores(train_features, train_user_tags, query_features, dims=None, k=50,
         bad dims, k, reg or distance.
     """
     train, query = search.check_features(train_features, query_features)
-    tags = knn.binary_tags(train_user_tags)
-    if tags.shape[0] != len(train):
-        raise ValueError(f"train_user_tags has {tags.shape[0]} rows for {len(train)} training images")
+    tags = knn.binary_tags(train_user_tags, len(train))
     if distance not in search.DISTANCES:  # checked before the fit, which is the slow part
         raise ValueError(f"distance must be one of {', '.join(search.DISTANCES)}, got {distance!r}")
     texts, tagged = text_vectors(tags, tag_embeddings)

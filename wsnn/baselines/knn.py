@@ -37,11 +37,17 @@ from wsnn import checks, search
 __all__ = ["nearest_neighbours", "knn_scores"]
 
 
-def binary_tags(user_tags):
-    """G as a float32 CSR matrix with every nonzero entry set to 1."""
+def binary_tags(user_tags, num_train=None):
+    """G as a float32 CSR matrix with every nonzero entry set to 1.
+
+    Raises:
+      ValueError: `num_train` given and G has another number of rows.
+    """
     tags = scipy.sparse.csr_matrix(user_tags)
     tags = (tags != 0).astype(np.float32)
     tags.eliminate_zeros()
+    if num_train is not None and tags.shape[0] != num_train:
+        raise ValueError(f"train_user_tags has {tags.shape[0]} rows for {num_train} training images")
     return tags
 
 
@@ -163,9 +169,7 @@ def knn_scores(train_features, train_user_tags, query_features, k=50, exclude_se
     Returns:
       float32 array Q x C, entries in [0, 1].
     """
-    tags = binary_tags(train_user_tags)
-    if tags.shape[0] != len(train_features):
-        raise ValueError(f"train_user_tags has {tags.shape[0]} rows for {len(train_features)} training images")
+    tags = binary_tags(train_user_tags, len(train_features))
     scores = np.zeros((len(query_features), tags.shape[1]), np.float32)
     for start, stop, neighbours in neighbour_chunks(train_features, query_features, k, exclude_self, chunk_size,
                                                     distance=distance):

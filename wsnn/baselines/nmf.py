@@ -209,8 +209,6 @@ def nmf_scores(train_features, train_user_tags, query_features, rank=16, beta=1.
       ValueError: malformed inputs or parameters (see `fit_nmf`).
     """
     train, query = search.check_features(train_features, query_features)
-    tags = knn.binary_tags(train_user_tags)
-    if tags.shape[0] != len(train):
-        raise ValueError(f"train_user_tags has {tags.shape[0]} rows for {len(train)} training images")
+    tags = knn.binary_tags(train_user_tags, len(train))
     model = fit_nmf(train, tags, rank, beta, reg, max_iter, tol, seed)
     return (model.image_factors(query) @ model.tag_factors).astype(np.float32)

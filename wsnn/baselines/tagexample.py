@@ -41,8 +41,7 @@ Choices:
 * Positives are ranked by TagVote alone. jingwei ranks them by a Borda fusion
   of TagVote (cosine, k = 1000) and a WordNet-based semantic-field
   relevance; without a lexicon here only the visual ranking is kept
-  (vote_k = 1000 as jingwei; `distance="cosine"` for its cosine: features
-  are mapped by `wsnn.search.for_distance` before the vote). With
+  (vote_k = 1000 as jingwei; `distance="cosine"` for its cosine). With
   `train_users`, one vote per uploader, as `tagvote_scores` does.
 * num_positives = 500, bootstrap_rounds = 10, num_negatives = 1000 and
   `num_candidates` = min(10000, max(5000, 10 |P_t|)) by default, the skip
@@ -80,16 +79,14 @@ MIN_ERROR_RATE = 1e-4  # jingwei's early stop
 def _check_train(train_features, train_user_tags):
     """(train float features, N x C boolean G), checked."""
     train, _ = search.check_features(train_features)
-    tags = knn.binary_tags(train_user_tags)
-    if tags.shape[0] != len(train):
-        raise ValueError(f"train_user_tags has {tags.shape[0]} rows for {len(train)} training images")
+    tags = knn.binary_tags(train_user_tags, len(train))
     return train, tags.toarray() > 0
 
 
 def _positives(train, tags, num_positives, vote_k, train_users, distance):
     """`select_positives` on checked inputs."""
-    mapped = search.for_distance(train, distance)
-    relevance = tagvote.tagvote_scores(mapped, tags, mapped, k=vote_k, train_users=train_users, exclude_self=True)
+    relevance = tagvote.tagvote_scores(train, tags, train, k=vote_k, train_users=train_users, exclude_self=True,
+                                       distance=distance)
     chosen = []
     for t in range(tags.shape[1]):
         tagged = np.flatnonzero(tags[:, t])

@@ -247,9 +247,7 @@ def fold_ids(num_train, folds, rng):
 def _check(train_features, train_user_tags, query_features, **counts):
     """Validated (train, query, dense boolean G) and the positive-integer `counts`, in order."""
     train, query = search.check_features(train_features, query_features)
-    tags = knn.binary_tags(train_user_tags)
-    if tags.shape[0] != len(train):
-        raise ValueError(f"train_user_tags has {tags.shape[0]} rows for {len(train)} training images")
+    tags = knn.binary_tags(train_user_tags, len(train))
     values = [checks.positive_int(value, name) for name, value in counts.items()]
     return (train, query, tags.toarray() > 0, *values)
 

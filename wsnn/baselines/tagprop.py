@@ -356,11 +356,9 @@ def fit_tagprop(train_features, train_user_tags, k=200, distance="euclidean", si
         tags that differ, N < 2, k, fit_sample or chunk_size not positive
         integers, an unknown distance, or no tag among the learning images.
     """
-    tags = knn.binary_tags(train_user_tags).astype(np.float64)
     train, _ = search.check_features(search.for_distance(train_features, distance))
     n = len(train)
-    if tags.shape[0] != n:
-        raise ValueError(f"train_user_tags has {tags.shape[0]} rows for {n} training images")
+    tags = knn.binary_tags(train_user_tags, n).astype(np.float64)
     if n < 2:
         raise ValueError(f"TagProp needs at least 2 training images (leave-one-out neighbours), got {n}")
     k = min(checks.positive_int(k, "k"), n - 1)

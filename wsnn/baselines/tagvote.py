@@ -87,10 +87,8 @@ def tagvote_scores(train_features, train_user_tags, query_features, k=1000, trai
     Raises:
       ValueError: malformed inputs, k < 1, or no training image available.
     """
-    tags = knn.binary_tags(train_user_tags)
     n = len(train_features)
-    if tags.shape[0] != n:
-        raise ValueError(f"train_user_tags has {tags.shape[0]} rows for {n} training images")
+    tags = knn.binary_tags(train_user_tags, n)
     k = checks.positive_int(k, "k")
     k = min(k, available_neighbours(n, len(query_features), train_users, exclude_self))
     if k < 1:
