@@ -6,6 +6,8 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -192,3 +194,100 @@ def test_damaged_model_is_one_line_naming_the_file_and_status_2(exported, tmp_pa
     lines = [line for line in err.splitlines() if line.startswith("wsnn.annotate:") or "Traceback" in line]
     assert lines == [f"wsnn.annotate: error: {data}: cannot load the SavedModel (IndexError: Read less bytes "
                      "than requested); export it again"], err
+
+
+class _FifoUnblocker:
+    """Opens the FIFOs for writing (a moment) if a reader still waits on them after `delay` seconds.
+
+    Code that opens a FIFO for reading blocks until a writer comes; this releases such a reader
+    (it then reads end-of-file), so that a regression fails the test instead of hanging it.
+    """
+
+    def __init__(self, fifos, delay=10.0):
+        self.fifos, self.delay, self.fired = fifos, delay, False
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        if self.stop.wait(self.delay):
+            return
+        while not self.stop.wait(0.2):
+            for fifo in self.fifos:
+                try:
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO: no reader waits
+                    self.fired = True
+                except OSError:
+                    pass
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def test_fifos_are_skipped_without_blocking(exported, tmp_path):
+    root, expected = exported
+    os.makedirs(tmp_path / "dir")
+    good = tmp_path / "dir" / "a.png"
+    shutil.copy(root / "images" / "a.png", good)
+    in_dir, direct = tmp_path / "dir" / "pipe.png", tmp_path / "direct.jpg"
+    os.mkfifo(in_dir)
+    os.mkfifo(direct)
+    start = time.perf_counter()
+    with _FifoUnblocker([str(in_dir), str(direct)]) as unblocker:
+        results, failures = annotate.annotate(str(root / "export"), [str(tmp_path / "dir"), str(direct)], top_k=2)
+    assert not unblocker.fired, "annotate blocked on a FIFO"
+    assert time.perf_counter() - start < 10
+    assert [r["image"] for r in results] == [str(good)]
+    assert sorted(failures) == sorted([tagger.Failure(str(in_dir), "not a regular file", "skipped"),
+                                       tagger.Failure(str(direct), "not a regular file", "skipped")])
+
+
+def test_a_huge_sparse_file_is_refused_by_its_size_before_reading(exported, tmp_path):
+    root, _ = exported
+    sparse = tmp_path / "sparse.png"
+    with open(sparse, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.truncate(400 << 20)   # 400 MiB of holes: over 8 bytes x 40 million pixels + 16 MiB
+    start = time.perf_counter()
+    results, failures = annotate.annotate(str(root / "export"), [str(sparse)])
+    assert time.perf_counter() - start < 10
+    assert results == [] and failures == [tagger.Failure(
+        str(sparse), "419,430,400 bytes, more than the 336,777,216 that an image of at most 40,000,000 pixels "
+        "needs", "skipped")]
+
+
+NOT_UTF8 = os.fsdecode(b"\xff\xfe.png")  # the name's bytes as surrogate escapes, as os.listdir gives them
+
+
+def test_names_that_are_not_utf8_are_written_escaped_in_every_format():
+    results = [{"image": f"/photos/{NOT_UTF8}", "tags": [{"tag": "dog", "score": 0.5}]}]
+    for output_format in annotate.FORMATS:
+        text = annotate.format_results(results, output_format)
+        text.encode("utf-8")   # strict: no lone surrogate left
+        assert "/photos/\\xff\\xfe.png" in (text if output_format == "table" else text.replace("\\\\", "\\"))
+    assert json.loads(annotate.format_results(results, "json"))[0]["image"] == "/photos/\\xff\\xfe.png"
+    assert annotate.format_results([dict(results[0], image="/photos/café.png")], "jsonl") == (
+        '{"image": "/photos/café.png", "tags": [{"tag": "dog", "score": 0.5}]}\n')
+    failure = tagger.Failure(f"/photos/{NOT_UTF8}", "not a regular file", "skipped")
+    assert annotate.failure_line(failure) == "wsnn.annotate: skipped /photos/\\xff\\xfe.png: not a regular file"
+
+
+def test_cli_writes_valid_utf8_for_a_name_that_is_not(exported, tmp_path):
+    root, _ = exported
+    os.makedirs(tmp_path / "photos")
+    odd = os.path.join(str(tmp_path / "photos"), NOT_UTF8)
+    shutil.copy(root / "images" / "a.png", odd)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONIOENCODING="utf-8")
+    runs = [subprocess.Popen([sys.executable, "-m", "wsnn.annotate", f"--model={root / 'export'}",
+                              f"--format={output_format}", str(tmp_path / "photos")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            for output_format in ("jsonl", "table")]
+    (jsonl, jsonl_err), (table, table_err) = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], (jsonl_err + table_err)[-2000:]
+    shown = os.path.join(str(tmp_path / "photos"), "\\xff\\xfe.png")
+    assert json.loads(jsonl.decode("utf-8"))["image"] == shown
+    assert table.decode("utf-8").startswith(shown + "  ")

@@ -4,6 +4,8 @@ Pillow only writes the test files; every expected pixel is computed with NumPy.
 """
 
 import io
+import os
+import signal
 import time
 
 import numpy as np
@@ -142,6 +144,61 @@ def test_limit_is_checked_from_the_header_without_decoding(tmp_path):
     assert images.decode_error(str(cut)) == message   # the header check comes first
     # Under a higher limit the cut file fails in the decoder instead.
     assert "more than the limit" not in images.decode_error(str(cut), max_pixels=13000 * 13000)
+
+
+def _bytes_read():
+    """Bytes this process has read with read() so far (Linux: /proc/self/io rchar)."""
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+
+
+def test_size_and_header_are_checked_before_the_body_is_read(tmp_path):
+    over_header = tmp_path / "over.png"
+    with open(over_header, "wb") as f:    # a 13000 x 13000 header, then 8 MiB (holes)
+        f.write(_huge_png()[:64])
+        f.truncate(8 << 20)
+    images.decode_error(str(over_header))   # traces the checks once
+    before = _bytes_read()
+    assert images.decode_error(str(over_header)) == (
+        "image is 13000 x 13000 pixels (width x height), more than the limit of 40000000 pixels")
+    assert _bytes_read() - before < 1 << 20   # the first 64 KiB, not the 8 MiB body
+    # Over the byte limit (8 bytes a pixel + 16 MiB) the header is not read either.
+    assert images.max_file_bytes(10) == 80 + (16 << 20)
+    zeros = tmp_path / "zeros.png"
+    with open(zeros, "wb") as f:
+        f.truncate(images.max_file_bytes(10) + 1)
+    before = _bytes_read()
+    assert images.decode_error(str(zeros), max_pixels=10) == (
+        f"{images.max_file_bytes(10) + 1:,} bytes, more than the {images.max_file_bytes(10):,} that an image of "
+        "at most 10 pixels needs")
+    assert _bytes_read() - before < 1 << 16
+    # A JPEG whose size marker lies beyond the first 64 KiB (a large ICC profile) still decodes.
+    jpeg = tmp_path / "profile.jpg"
+    Image.fromarray(RGB).save(jpeg, "JPEG", icc_profile=b"\0" * 100_000)
+    assert images.decode_error(str(jpeg)) is None
+    assert images.read_image(str(jpeg)).shape == RGB.shape
+
+
+def test_only_regular_files_are_read_and_never_block(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+
+    def blocked(*_):
+        raise TimeoutError("blocked on a FIFO")
+
+    # Opened for reading with a plain open(), a FIFO without a writer blocks forever: the alarm
+    # turns that into a failure.
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(10)
+    try:
+        assert images.decode_error(str(fifo)) == "not a regular file"
+        with pytest.raises(DataError, match=r"pipe.png: cannot read image \(not a regular file\)"):
+            images.read_image(str(fifo))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    with pytest.raises(images.NotReadable, match="^not a regular file$"):
+        images.read_file("/dev/zero", max_pixels=None)
 
 
 def test_limit_boundary_and_image_check_messages(tmp_path):

@@ -1,4 +1,4 @@
-"""Annotate image files with an exported tagger (a SavedModel from wsnn.export).
+r"""Annotate image files with an exported tagger (a SavedModel from wsnn.export).
 
     python -m wsnn.annotate --model=exports/fashion_tags photos/ extra/*.jpg
     python -m wsnn.annotate --model=exports/fashion_tags/3 --threshold=0.5 --format=jsonl a.png
@@ -24,7 +24,17 @@ is >= T, most probable first. Giving both --top_k and --threshold is an error.
 Output (`--format`): `table` (path, then `tag 0.93, tag 0.81, ...`), `json`
 (one array of {"image": path, "tags": [{"tag": t, "score": s}, ...]}) or
 `jsonl` (one such object per line). In the table an image with no tag above
-the threshold shows `-`.
+the threshold shows `-`. The output is UTF-8 whatever the locale. A file
+name that is not valid UTF-8 is written, in every format and on stderr, with
+each byte that does not decode as the four characters `\xNN` (Python's
+'backslashreplace': the name b"\xff\xfe.png" prints as `\xff\xfe.png`, in
+JSON "\\xff\\xfe.png"); such a printed name is for reading, not for opening.
+
+Only regular files are read (a FIFO, socket or device is skipped as "not a
+regular file", without blocking), and a file's size and header are checked
+before its body is read (`wsnn.data.images.read_file`): a file larger than
+8 bytes per allowed pixel plus 16 MiB, or whose header declares too many
+pixels, costs no more than its first bytes.
 
 Exit status: 0 if every input was annotated; 1 if a file was skipped or an
 argument matched no file (the other images are still printed); 2 for a usage
@@ -47,11 +57,16 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 FORMATS = ("table", "json", "jsonl")
 
 
+def display_path(path):
+    """`path` as printed: valid UTF-8 as it is, each other byte of the name as `\\xNN`."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def failure_line(failure):
     """The stderr line for a Failure."""
     if failure.kind == "unmatched":
-        return f"wsnn.annotate: error: {failure.path}: {failure.reason}"
-    return f"wsnn.annotate: skipped {failure.path}: {failure.reason}"
+        return f"wsnn.annotate: error: {display_path(failure.path)}: {failure.reason}"
+    return f"wsnn.annotate: skipped {display_path(failure.path)}: {failure.reason}"
 
 
 def _image_files(directory):
@@ -100,9 +115,15 @@ def expand_paths(args):
 
 
 def check_files(paths, max_pixels=images_lib.MAX_PIXELS, workers=8):
-    """`images_lib.decode_error` of every file (in threads); returns (good paths, Failures)."""
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    """`images_lib.decode_error` of every file (in threads); returns (good paths, Failures).
+
+    Interrupted (Ctrl-C), the files not yet started are dropped rather than waited for.
+    """
+    pool = concurrent.futures.ThreadPoolExecutor(workers)
+    try:
         errors = list(pool.map(lambda p: images_lib.decode_error(p, max_pixels), paths))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     good = [p for p, e in zip(paths, errors) if e is None]
     return good, [tagger.Failure(p, e, "skipped") for p, e in zip(paths, errors) if e is not None]
 
@@ -152,7 +173,7 @@ def annotate(model_path, paths, top_k=5, threshold=0.0, batch_size=32):
     tag_names = metadata["tag_names"]
     files, failures = expand_paths(paths)
     good, skipped = check_files(files, metadata["max_pixels"])
-    probabilities, ok, undecodable = tagger.predict_files(loaded, good, batch_size)
+    probabilities, ok, undecodable = tagger.predict_files(loaded, good, batch_size, metadata["max_pixels"])
     failures += skipped + undecodable
     top_k = min(top_k, len(tag_names))
     results = [{"image": good[i], "tags": select_tags(p, tag_names, top_k, threshold)}
@@ -161,7 +182,11 @@ def annotate(model_path, paths, top_k=5, threshold=0.0, batch_size=32):
 
 
 def format_results(results, output_format="table"):
-    """Renders results as `table`, `json` or `jsonl` text (ends with a newline if not empty)."""
+    """Renders results as `table`, `json` or `jsonl` text (ends with a newline if not empty).
+
+    Image paths are written with `display_path`, so the text always encodes as UTF-8.
+    """
+    results = [dict(r, image=display_path(r["image"])) for r in results]
     if output_format == "json":
         return json.dumps(results, indent=1, ensure_ascii=False) + "\n"
     if output_format == "jsonl":
@@ -188,7 +213,10 @@ def main(argv):
         return 2
     for failure in failures:
         print(failure_line(failure), file=sys.stderr)
-    sys.stdout.write(format_results(results, config.format))
+    # UTF-8 bytes whatever the locale's encoding (display_path made every name encodable).
+    sys.stdout.flush()
+    sys.stdout.buffer.write(format_results(results, config.format).encode("utf-8"))
+    sys.stdout.buffer.flush()
     return 1 if failures else 0
 
 

@@ -42,17 +42,20 @@ def load_model(model_path):
     return loaded, metadata
 
 
-def predict_files(loaded, paths, batch_size=32):
+def predict_files(loaded, paths, batch_size=32, max_pixels=None):
     """Tag probabilities of image files through the serving_default signature.
 
-    A batch that the model's graph refuses (e.g. an export made by an older
-    wsnn, whose graph decoded differently from `wsnn.data.images.decode`) is
+    Files are read with `images_lib.read_file` (regular files only, never
+    blocking; under `max_pixels` also its byte and header checks). A batch
+    that the model's graph refuses (e.g. an export made by an older wsnn,
+    whose graph decoded differently from `wsnn.data.images.decode`) is
     retried one file at a time, so only the files it refuses are lost.
 
     Args:
       loaded: a SavedModel from `serving.load`.
       paths: image files.
       batch_size: files per call.
+      max_pixels: the pixel limit of `read_file`; None: the graph's alone.
 
     Returns:
       (probabilities, ok, failures): a len(ok) x C float32 array for the
@@ -60,28 +63,32 @@ def predict_files(loaded, paths, batch_size=32):
     """
     serve = loaded.signatures["serving_default"]
 
-    def run(batch):
-        contents = []
-        for path in batch:
-            with open(path, "rb") as f:
-                contents.append(f.read())
+    def run(contents):
         return serve(image_bytes=tf.constant(contents, tf.string))["probabilities"].numpy()
 
     rows, ok, failures = [], [], []
     for start in range(0, len(paths), batch_size):
-        batch = paths[start:start + batch_size]
+        batch, contents = [], []
+        for i in range(start, min(start + batch_size, len(paths))):
+            try:
+                contents.append(images_lib.read_file(paths[i], max_pixels))
+                batch.append(i)
+            except (images_lib.NotReadable, OSError, tf.errors.InvalidArgumentError) as e:
+                failures.append(Failure(paths[i], images_lib.read_error_message(e), "skipped"))
+        if not batch:
+            continue
         try:
-            rows.append(run(batch))
-            ok += range(start, start + len(batch))
+            rows.append(run(contents))
+            ok += batch
             continue
         except tf.errors.InvalidArgumentError:
             pass
-        for i, path in enumerate(batch, start):
+        for i, data in zip(batch, contents):
             try:
-                rows.append(run([path]))
+                rows.append(run([data]))
                 ok.append(i)
             except tf.errors.InvalidArgumentError as e:
-                failures.append(Failure(path, f"the model cannot decode it ({images_lib.error_message(e)})",
+                failures.append(Failure(paths[i], f"the model cannot decode it ({images_lib.error_message(e)})",
                                         "skipped"))
     num_tags = int(serve.structured_outputs["probabilities"].shape[-1])
     probabilities = np.concatenate(rows) if rows else np.zeros((0, num_tags), np.float32)

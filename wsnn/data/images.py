@@ -26,6 +26,7 @@ Pillow is not used here (the tests use it to write image files).
 import concurrent.futures
 import os
 import re
+from stat import S_ISREG
 
 import numpy as np
 import tensorflow as tf
@@ -152,12 +153,74 @@ def decode(image_bytes, channels, max_pixels=MAX_PIXELS):
 _decode_own = tf.function(lambda image_bytes, max_pixels: decode(image_bytes, 0, max_pixels),
                           input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.float64)])
 
+_HEAD_READ = 1 << 16  # a JPEG's size (its SOF marker) usually lies in the first 64 KiB
+# `header_size` and `_check_size` of a file's head, traced once (eagerly, each would run dozens of ops).
+_head_size = tf.function(header_size, input_signature=[tf.TensorSpec([], tf.string)])
+
+
+@tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.float64)])
+def _check_head(head, max_pixels):
+    with tf.control_dependencies([_check_size(head, max_pixels)]):
+        return tf.constant(True)
+
+
+class NotReadable(ValueError):
+    """A path that `read_file` refuses to read: not a regular file, or too large."""
+
+
+def max_file_bytes(max_pixels):
+    """The largest image file read under a pixel limit: 8 bytes per pixel (16-bit RGBA,
+    uncompressed) plus 16 MiB of metadata."""
+    return 8 * int(max_pixels) + (16 << 20)
+
+
+def read_file(path, max_pixels=MAX_PIXELS):
+    """The bytes of the image file at `path`, read only after cheap checks.
+
+    The file is opened without blocking (O_NONBLOCK, so a FIFO or a device
+    cannot hang the caller) and refused unless it is a regular file. Under a
+    pixel limit it is also refused, before its body is read, when it is
+    larger than `max_file_bytes(max_pixels)` or when its first bytes declare
+    more than `max_pixels` pixels or no size at all (the check of `decode`,
+    applied to the head: 32 bytes, or up to 64 KiB for a JPEG).
+
+    Args:
+      path: the file.
+      max_pixels: the pixel limit; None: only the regular-file check.
+
+    Returns:
+      The file's bytes.
+
+    Raises:
+      NotReadable: not a regular file, or larger than the byte limit.
+      OSError: it cannot be opened or read.
+      tf.errors.InvalidArgumentError: its header is over the pixel limit or
+        unreadable (the message is `decode`'s).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as f:
+        stat = os.fstat(fd)
+        if not S_ISREG(stat.st_mode):
+            raise NotReadable("not a regular file")
+        if max_pixels is None:
+            return f.read()
+        if stat.st_size > max_file_bytes(max_pixels):
+            raise NotReadable(f"{stat.st_size:,} bytes, more than the {max_file_bytes(max_pixels):,} that "
+                              f"an image of at most {max_pixels:,} pixels needs")
+        head = tf.constant(f.read(_HEAD_READ))
+        try:
+            _head_size(head)
+            readable = True
+        except tf.errors.InvalidArgumentError:
+            readable = False  # a JPEG header cut by the head (or damaged): `decode` checks the whole file
+        if readable or stat.st_size <= _HEAD_READ:
+            _check_head(head, float(max_pixels))
+        return head.numpy() + f.read()
+
 
 def _decode_file(path, max_pixels):
-    """`_decode_own` of a file; raises OSError or tf.errors.OpError."""
-    with open(path, "rb") as f:
-        image_bytes = f.read()
-    return _decode_own(tf.constant(image_bytes), float(max_pixels))
+    """`_decode_own` of a file (read by `read_file`); raises NotReadable, OSError or tf.errors.OpError."""
+    return _decode_own(tf.constant(read_file(path, max_pixels)), float(max_pixels))
 
 
 def error_message(error):
@@ -170,14 +233,22 @@ def error_message(error):
     return type(error).__name__
 
 
+def read_error_message(error):
+    """Why a file was not read or decoded, in one line: from a NotReadable, OSError or
+    tf.errors.OpError."""
+    if isinstance(error, NotReadable):
+        return str(error)
+    if isinstance(error, OSError):
+        return f"cannot read it ({error.strerror or error})"
+    return error_message(error)
+
+
 def decode_error(path, max_pixels=MAX_PIXELS):
     """None if the file at `path` decodes with `decode` within `max_pixels`, else why not (one line)."""
     try:
         _decode_file(path, max_pixels)
-    except OSError as e:
-        return f"cannot read it ({e.strerror or e})"
-    except tf.errors.OpError as e:
-        return error_message(e)
+    except (OSError, NotReadable, tf.errors.OpError) as e:
+        return read_error_message(e)
     return None
 
 
@@ -229,6 +300,8 @@ def read_image(path, max_pixels=MAX_PIXELS):
     """
     try:
         image = _decode_file(path, max_pixels).numpy()
+    except NotReadable as e:
+        raise DataError(f"{path}: cannot read image ({e})") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read image ({e.strerror or e})") from None
     except tf.errors.OpError as e:
