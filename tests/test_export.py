@@ -1,5 +1,7 @@
 """Tests for the SavedModel export (wsnn.serving)."""
 
+import errno
+import fcntl
 import io
 import json
 import os
@@ -7,13 +9,15 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
-from wsnn import models, serving
+from wsnn import export as export_cli
+from wsnn import io_utils, models, serving
 from wsnn.data import images, pipeline
 
 TAGS = ["dog", "cat", "sky", "sea", "boot"]
@@ -185,3 +189,137 @@ def test_cut_variables_file_is_one_error_naming_it(exported, tmp_path):
         serving.load(str(tmp_path))
     assert str(info.value) == (f"{data}: cannot load the SavedModel (IndexError: Read less bytes than "
                                "requested); export it again")
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory):
+    """A task directory as training leaves it for `wsnn.export`: model.json and a checkpoint."""
+    directory = tmp_path_factory.mktemp("task")
+    serving.write_model_facts(str(directory), "small_cnn", TAGS, (8, 8, 1), 40_000_000)
+    tf.train.CheckpointManager(tf.train.Checkpoint(model=_model()), str(directory / "checkpoints"), 1).save()
+    return directory
+
+
+@pytest.mark.parametrize("top_k", [0, -5])
+def test_top_k_is_checked_before_anything_is_traced_or_written(exported, tmp_path, top_k):
+    model, _, _ = exported
+    with pytest.raises(ValueError, match=rf"^--top_k={top_k}: must be >= 1$"):
+        serving.export(model, TAGS, 8, 1, str(tmp_path / "e"), top_k=top_k)
+    assert not (tmp_path / "e").exists()
+    # The command line refuses it before TensorFlow loads: one line, status 2.
+    result = subprocess.run([sys.executable, "-m", "wsnn.export", f"--workdir={tmp_path}",
+                             f"--export_dir={tmp_path / 'e'}", f"--top_k={top_k}"],
+                            capture_output=True, text=True, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        2, "", f"wsnn.export: error: --top_k={top_k}: must be >= 1\n")
+
+
+def test_a_full_or_read_only_export_directory_is_one_line_naming_the_version(exported, task_dir, tmp_path,
+                                                                            monkeypatch, capsys):
+    model, _, _ = exported
+
+    def full_disk(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(
+            None, None, "/x/variables/variables.data-00000-of-00001.tempstate1; No space left on device")
+
+    def read_only(parent, prefix):
+        raise OSError(errno.EROFS, "Read-only file system", os.path.join(parent, prefix + "abc"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tf.saved_model, "save", full_disk)
+        with pytest.raises(serving.ExportError) as info:
+            serving.export(model, TAGS, 8, 1, str(tmp_path / "full"))
+        assert str(info.value) == (f"{tmp_path / 'full' / '1'}: cannot export (/x/variables/variables.data-"
+                                   "00000-of-00001.tempstate1; No space left on device)")
+        assert os.listdir(tmp_path / "full") == []     # the temporary directory is gone
+        # wsnn.export: one line, status 1.
+        assert export_cli.export_task(str(task_dir), str(tmp_path / "full"), 10) == 1
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            f"wsnn.export: error: {tmp_path / 'full' / '1'}: cannot export (/x/variables/variables.data-"
+            "00000-of-00001.tempstate1; No space left on device)")
+    with monkeypatch.context() as patch:
+        patch.setattr(io_utils, "make_temp_dir", read_only)
+        with pytest.raises(serving.ExportError, match=re.escape(
+                f"{tmp_path / 'ro' / '1'}: cannot export (Read-only file system)")):
+            serving.export(model, TAGS, 8, 1, str(tmp_path / "ro"))
+    # Nothing was patched to exist: a file where the export directory should be.
+    (tmp_path / "file").write_text("")
+    with pytest.raises(serving.ExportError, match=re.escape(f"{tmp_path / 'file'}: cannot export (File exists)")):
+        serving.export(model, TAGS, 8, 1, str(tmp_path / "file"))
+
+
+def test_two_exports_into_one_directory_take_turns(exported, tmp_path):
+    model, _, _ = exported
+    directory = tmp_path / "e"
+    directory.mkdir()
+    # Another export holds the directory's lock (an flock on the directory itself).
+    fd = os.open(directory, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    done = []
+    thread = threading.Thread(target=lambda: done.append(serving.export(model, TAGS, 8, 1, str(directory))))
+    try:
+        thread.start()
+        thread.join(2.0)
+        assert thread.is_alive() and os.listdir(directory) == []   # it waits instead of racing to version 1
+    finally:
+        os.close(fd)
+    thread.join(120)
+    assert done == [str(directory / "1")]
+    assert serving.export(model, TAGS, 8, 1, str(directory)) == str(directory / "2")
+    assert sorted(os.listdir(directory)) == ["1", "2"]   # no lock file beside the versions
+
+
+def test_versions_are_all_digit_names_compared_as_integers(exported, tmp_path):
+    _, directory, _ = exported
+    version = os.path.join(str(directory), "1")
+    shutil.copytree(version, tmp_path / "padded" / "007")
+    assert serving.resolve_version_dir(str(tmp_path / "padded")) == str(tmp_path / "padded" / "007")
+    assert serving.load(str(tmp_path / "padded"))[1]["tag_names"] == TAGS
+    assert serving.next_version(str(tmp_path / "padded")) == 8
+    # A stray file named like a version is not one (it used to hide version 1), but no export takes its name.
+    shutil.copytree(version, tmp_path / "stray" / "1")
+    (tmp_path / "stray" / "5").write_text("notes")
+    assert serving.resolve_version_dir(str(tmp_path / "stray")) == str(tmp_path / "stray" / "1")
+    assert serving.next_version(str(tmp_path / "stray")) == 6
+    for name in ("9", "10"):
+        shutil.copytree(version, tmp_path / "ten" / name)
+    shutil.copytree(version, tmp_path / "ten" / "\u0663")   # ARABIC-INDIC DIGIT THREE: not an ASCII digit
+    assert serving.resolve_version_dir(str(tmp_path / "ten")) == str(tmp_path / "ten" / "10")
+    assert serving.next_version(str(tmp_path / "ten")) == 11
+    # Messages name the version directory as it is on disk.
+    os.makedirs(tmp_path / "cut" / "007")
+    with pytest.raises(ValueError, match=re.escape(f"--model={tmp_path / 'cut' / '007'}: incomplete SavedModel")):
+        serving.resolve_version_dir(str(tmp_path / "cut"))
+
+
+def test_temp_directories_of_killed_exports_are_removed_at_the_start(exported, tmp_path):
+    model, _, _ = exported
+    directory = tmp_path / "e"
+    os.makedirs(directory / ".1.tmp-abc" / "variables")
+    (directory / ".3.tmp-xyz").write_text("")
+    (directory / ".keep").write_text("")
+    assert serving.export(model, TAGS, 8, 1, str(directory)) == str(directory / "1")
+    assert sorted(os.listdir(directory)) == [".keep", "1"]
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("model.json", '{"backbone": "small_cnn"', "not valid JSON (Expecting ',' delimiter at line 1 column 25)"),
+    ("model.json", '{"tag_names": ["dog"], "input_shape": [8, 8, 1], "max_pixels": 9}',
+     "'backbone' must be a string"),
+    ("model.json", '{"backbone": "small_cnn", "tag_names": ["dog"], "input_shape": [8, 8], "max_pixels": 9}',
+     "'input_shape' must be three positive integers"),
+    ("data_identity.json", "{", "not valid JSON (Expecting property name enclosed in double quotes at line 1 "
+                                "column 2)"),
+    ("data_identity.json", b"\xff", "not UTF-8 text"),
+])
+def test_a_damaged_task_file_is_named(task_dir, tmp_path, capsys, name, text, message):
+    task = tmp_path / "task"
+    shutil.copytree(task_dir, task)
+    (task / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ValueError) as info:
+        serving.export_from_checkpoint(str(task), str(tmp_path / "e"))
+    assert str(info.value) == f"{task / name}: {message}"
+    assert export_cli.export_task(str(task), str(tmp_path / "e"), 10) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"wsnn.export: error: {task / name}: {message}"
+    assert not (tmp_path / "e").exists()
+

@@ -1,4 +1,4 @@
-"""Atomic writes, output permissions, the workdir lock and stale temp clean-up.
+"""Atomic writes, output permissions, the workdir and directory locks, stale temp clean-up.
 
 Every output is written under a temporary name in the same directory and then
 renamed over the target, which is atomic on POSIX file systems. Temporary
@@ -45,8 +45,17 @@ def make_temp_dir(parent, prefix):
     return tmp
 
 
+def _naming(error, path):
+    """`error`, or when it names no file (a write on a full disk), the same error naming `path`."""
+    return error if error.filename is not None else OSError(error.errno, error.strerror, path)
+
+
 def write_bytes(path, data):
-    """Writes `data` to `path` atomically (temp file + rename)."""
+    """Writes `data` to `path` atomically (temp file + rename).
+
+    Raises:
+      OSError: naming `path` when the failing call named no file (ENOSPC).
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
@@ -57,9 +66,11 @@ def write_bytes(path, data):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.filename is None:
+            raise _naming(e, path) from None
         raise
 
 
@@ -78,14 +89,18 @@ def atomic_directory(path):
     """Yields a temporary directory that replaces `path` only if the block succeeds.
 
     An existing `path` is kept until the new one is complete, then removed.
+    An OSError of the block that names no file (ENOSPC from a write) is
+    raised naming `path`.
     """
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     tmp = make_temp_dir(parent, "." + os.path.basename(path) + ".tmp-")
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.filename is None:
+            raise _naming(e, path) from None
         raise
     old = None
     if os.path.lexists(path):
@@ -95,6 +110,32 @@ def atomic_directory(path):
     os.rename(tmp, path)
     if old:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def read_json(path, default=None):
+    """The JSON document at `path`, or `default` when there is no such file.
+
+    Raises:
+      ValueError: the file cannot be read or is not UTF-8 JSON; one line naming it.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+
+
+def os_error_line(error, path=None):
+    """An OSError as "<path>: <reason>": its own file name, else `path`."""
+    where = error.filename if error.filename is not None else path
+    reason = error.strerror or str(error)
+    return f"{os.fsdecode(where)}: {reason}" if where is not None else reason
 
 
 def remove_stale_temps(directory):
@@ -113,6 +154,22 @@ def remove_stale_temps(directory):
                     os.remove(path)
             removed.append(name)
     return removed
+
+
+@contextlib.contextmanager
+def directory_lock(directory):
+    """Holds an exclusive flock on `directory` itself, waiting while another process holds it.
+
+    No lock file is made, so the directory's listing does not change (TF
+    Serving reads an export directory's listing). The kernel drops the lock
+    when the holder ends, however it ends.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @contextlib.contextmanager

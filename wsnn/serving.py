@@ -6,9 +6,14 @@ The trainer exports at the end of every task; `python -m wsnn.export`
 
 Layout (TF Serving's): `<export_dir>/<version>/saved_model.pb`, `variables/`,
 and `assets/tags.txt` + `assets/wsnn.json` (vocabulary, input size,
-channels, top k, pixel limit). Versions are integers; a new export takes the
-next one, and is written under a temporary name and renamed, so TF Serving
-never sees a half-written version.
+channels, top k, pixel limit). Versions are names of ASCII digits only,
+compared as integers (`007` is version 7; other names, and files, are not
+versions). A new export takes 1 + the largest, and is written under a
+temporary name and renamed, so TF Serving never sees a half-written version.
+An export holds a lock on the export directory (an flock on the directory
+itself: no lock file), so two exports into one directory run one after the
+other and take different versions; under the lock, temporary directories
+that killed exports left (`.<version>.tmp-*`) are removed first.
 
 Signatures (the model needs nothing from wsnn once exported):
   serving_default  image_bytes: tf.string [None] (JPEG, PNG, GIF, BMP or WebP
@@ -78,12 +83,34 @@ class ServingModule(tf.Module):
         return self._outputs(images)
 
 
+class ExportError(RuntimeError):
+    """An export could not be written (a full disk, a read-only directory); one line naming the path."""
+
+
+def _version_names(directory, directories_only=False):
+    """{name: integer} of the names in `directory` made of ASCII digits only (e.g. "007": 7)."""
+    return {n: int(n) for n in os.listdir(directory) if re.fullmatch(r"[0-9]+", n)
+            and (not directories_only or os.path.isdir(os.path.join(directory, n)))}
+
+
 def next_version(export_dir):
-    """1 + the largest integer version in `export_dir` (1 if there is none)."""
+    """1 + the largest integer version name in `export_dir` (1 if there is none); a file with a version
+    name counts too, so that the new version never collides with it."""
     if not os.path.isdir(export_dir):
         return 1
-    versions = [int(n) for n in os.listdir(export_dir) if re.fullmatch(r"\d+", n)]
-    return max(versions, default=0) + 1
+    return max(_version_names(export_dir).values(), default=0) + 1
+
+
+def check_export_options(top_k, version=None):
+    """Checks export options before anything is built or traced.
+
+    Raises:
+      ValueError: "--top_k=0: must be >= 1" (or a bad version).
+    """
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"--top_k={top_k}: must be >= 1")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+        raise ValueError(f"version={version!r}: must be an integer >= 1")
 
 
 def export(model, tag_names, image_size, channels, export_dir, top_k=10, version=None,
@@ -93,13 +120,37 @@ def export(model, tag_names, image_size, channels, export_dir, top_k=10, version
     `max_pixels` is the serving signature's pixel limit (also recorded in
     assets/wsnn.json, where `wsnn.annotate` reads it); `data_identity` (the
     training data's hashes, `wsnn.data.dataset.identity`) is recorded there.
-    Files and directories honour the umask (`io_utils.make_temp_dir`).
+    Files and directories honour the umask (`io_utils.make_temp_dir`). The
+    export directory is locked while the version is chosen and written
+    (`io_utils.directory_lock`: another export waits), and temporary
+    directories of killed exports are removed first.
+
+    Raises:
+      ValueError: bad options (checked before tracing), or `version` exists.
+      ExportError: the export directory cannot be written (e.g. read-only,
+        full); one line naming the version's path, nothing left behind.
     """
-    version = version or next_version(export_dir)
-    target = os.path.join(export_dir, str(version))
-    if os.path.exists(target):
-        raise ValueError(f"{target} exists: exported versions are never overwritten")
-    os.makedirs(export_dir, exist_ok=True)
+    check_export_options(top_k, version)
+    target = export_dir  # named by an error before the version is known
+    try:
+        os.makedirs(export_dir, exist_ok=True)
+        with io_utils.directory_lock(export_dir):
+            io_utils.remove_stale_temps(export_dir)
+            version = version or next_version(export_dir)
+            target = os.path.join(export_dir, str(version))
+            if os.path.lexists(target):
+                raise ValueError(f"{target} exists: exported versions are never overwritten")
+            _write_version(model, tag_names, image_size, channels, export_dir, version, top_k, max_pixels,
+                           data_identity)
+    except OSError as e:
+        raise ExportError(f"{target}: cannot export ({e.strerror or e})") from None
+    except tf.errors.OpError as e:  # TensorFlow's file writes: ResourceExhaustedError on a full disk
+        raise ExportError(f"{target}: cannot export ({images_lib.error_message(e)})") from None
+    return target
+
+
+def _write_version(model, tag_names, image_size, channels, export_dir, version, top_k, max_pixels, data_identity):
+    """`export`'s writing, under the lock: a temporary directory renamed to `<export_dir>/<version>`."""
     module = ServingModule(model, tag_names, image_size, channels, top_k, max_pixels)
     tmp = io_utils.make_temp_dir(export_dir, f".{version}.tmp-")
     try:
@@ -114,15 +165,15 @@ def export(model, tag_names, image_size, channels, export_dir, top_k=10, version
             json.dump({"tag_names": list(tag_names), "image_size": module.image_size,
                        "channels": module.channels, "top_k": module.top_k, "max_pixels": module.max_pixels,
                        "format": "wsnn.saved_model", "version": 1, "data_identity": data_identity}, f, indent=1)
-        os.rename(tmp, target)
+        os.rename(tmp, os.path.join(export_dir, str(version)))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return target
 
 
 def resolve_version_dir(path):
-    """A version directory: `path` itself, or the highest integer version inside it.
+    """A version directory: `path` itself, or the highest version directory inside it (names of
+    ASCII digits, compared as integers; the name as it is on disk, e.g. `007`).
 
     Raises:
       ValueError: no SavedModel there, or a truncated one.
@@ -130,11 +181,11 @@ def resolve_version_dir(path):
     if not os.path.isdir(path):
         raise ValueError(f"--model={path}: no such directory")
     if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        versions = sorted((int(n) for n in os.listdir(path) if re.fullmatch(r"\d+", n)), reverse=True)
+        versions = _version_names(path, directories_only=True)
         if not versions:
             raise ValueError(f"--model={path}: neither a SavedModel (no saved_model.pb) nor an export "
                              "directory with integer versions")
-        path = os.path.join(path, str(versions[0]))
+        path = os.path.join(path, max(versions, key=lambda n: (versions[n], n)))
     for needed in ("saved_model.pb", "variables/variables.index", f"assets/{METADATA}"):
         if not os.path.isfile(os.path.join(path, needed)):
             raise ValueError(f"--model={path}: incomplete SavedModel ({needed} is missing); export it again")
@@ -233,26 +284,53 @@ def export_from_checkpoint(task_dir, export_dir, top_k=10):
     checkpoint (the starting weights file is not read, so it may have moved).
 
     Raises:
-      ValueError: not a task directory, or no checkpoint; one line.
+      ValueError: bad options, not a task directory, a damaged model.json or
+        data_identity.json (naming the file), or no checkpoint; one line.
+      ExportError: see `export`.
     """
     from wsnn import models
 
+    check_export_options(top_k)
     facts_path = os.path.join(task_dir, MODEL_FACTS)
-    if not os.path.isfile(facts_path):
+    facts = io_utils.read_json(facts_path)
+    if facts is None:
         raise ValueError(f"--workdir={task_dir}: no {MODEL_FACTS}; give the task directory of a training run "
                          "such as runs/fashion_tags/refinement")
-    with open(facts_path) as f:
-        facts = json.load(f)
+    _check_model_facts(facts, facts_path)
+    identity_path = os.path.join(task_dir, "data_identity.json")
+    identity = io_utils.read_json(identity_path)
+    if identity is not None and not isinstance(identity, dict):
+        raise ValueError(f"{identity_path}: expected a JSON object, got {type(identity).__name__}")
     latest = tf.train.latest_checkpoint(os.path.join(task_dir, "checkpoints"))
     if not latest:
         raise ValueError(f"--workdir={task_dir}: no checkpoint to export")
     model = models.build_model(facts["backbone"], len(facts["tag_names"]), facts["input_shape"])
     tf.train.Checkpoint(model=model).read(latest).expect_partial()
-    identity_path = os.path.join(task_dir, "data_identity.json")
-    identity = json.load(open(identity_path)) if os.path.isfile(identity_path) else None
     image_size, channels = facts["input_shape"][0], facts["input_shape"][-1]
     return export(model, facts["tag_names"], image_size, channels, export_dir, top_k,
                   max_pixels=facts["max_pixels"], data_identity=identity)
+
+
+def _check_model_facts(facts, path):
+    """Raises ValueError naming `path` (a task's model.json) unless `facts` has what export needs."""
+    if not isinstance(facts, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(facts).__name__}")
+
+    def positive(value):
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    shape, tag_names = facts.get("input_shape"), facts.get("tag_names")
+    problems = [
+        (isinstance(facts.get("backbone"), str), "'backbone' must be a string"),
+        (isinstance(tag_names, list) and tag_names and all(isinstance(t, str) for t in tag_names),
+         "'tag_names' must be a non-empty list of strings"),
+        (isinstance(shape, list) and len(shape) == 3 and all(positive(x) for x in shape),
+         "'input_shape' must be three positive integers"),
+        (positive(facts.get("max_pixels")), "'max_pixels' must be a positive integer"),
+    ]
+    for ok, problem in problems:
+        if not ok:
+            raise ValueError(f"{path}: {problem}")
 
 
 def write_model_facts(task_dir, backbone, tag_names, input_shape, max_pixels):
