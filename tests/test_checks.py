@@ -1,8 +1,14 @@
 """Tests for the option range checks (wsnn.checks)."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from wsnn import checks
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_at_least_one_names_the_first_bad_option():
@@ -18,3 +24,69 @@ def test_in_unit_interval_includes_the_ends_and_rejects_nan():
     for value in (-0.1, 1.5, float("nan")):
         with pytest.raises(ValueError, match=rf"^--w={value}: must be in \[0, 1\]$"):
             checks.in_unit_interval(w=value)
+
+
+def test_input_size_follows_each_backbones_pooling():
+    checks.input_size("small_cnn", 4)      # 4 -> 2 -> 1 after two 2 x 2 poolings
+    checks.input_size("vgg16", 32)         # 32 -> 1 after five
+    with pytest.raises(ValueError, match=r"^--image_size=3: small_cnn needs inputs of at least 4 x 4 pixels "
+                                         r"\(it max-pools 2 x 2 twice before its global pooling\)$"):
+        checks.input_size("small_cnn", 3)
+    with pytest.raises(ValueError, match=r"^--image_size=31: vgg16 needs inputs of at least 32 x 32 pixels"):
+        checks.input_size("vgg16", 31)
+
+
+def test_small_cnn_minimum_is_what_its_pooling_allows():
+    from wsnn import models
+
+    need = checks.MIN_INPUT_SIZE["small_cnn"]
+    models.build_model("small_cnn", 2, (need, need, 1))
+    with pytest.raises(ValueError):   # Keras' own (multi-line) error: what the check keeps users from
+        models.build_model("small_cnn", 2, (need - 1, need - 1, 1))
+
+
+def test_training_data_bounds_name_the_flag():
+    checks.training_data(32, 32, 5, "small_cnn", 0, data_image_size=28)
+    with pytest.raises(ValueError, match=r"^--batch_size=1000000000: more than the 32 training images of the "
+                                         r"annotation task; use at most 32$"):
+        checks.training_data(10 ** 9, 32, 5, "small_cnn", 0, task="annotation")
+    with pytest.raises(ValueError, match=r"^the prepared data has no tags \(none survived normalisation\)"):
+        checks.training_data(8, 32, 0, "small_cnn", 0)
+    with pytest.raises(ValueError, match=r"^--image_size=2: small_cnn needs inputs of at least 4 x 4"):
+        checks.training_data(8, 32, 5, "small_cnn", 2, data_image_size=28)
+    with pytest.raises(ValueError, match=r"^--image_size=0: the dataset's own images are 28 x 28 pixels, and "
+                                         r"vgg16 needs inputs of at least 32 x 32 pixels"):
+        checks.training_data(8, 32, 5, "vgg16", 0, data_image_size=28)
+
+
+def test_seed_and_image_size_are_bounded_in_every_config():
+    from wsnn import config as config_lib
+    from wsnn import pretrain
+    from wsnn.data import preparation
+
+    for seed in (0, 10 ** 9):
+        assert config_lib.TrainConfig.make(seed=seed).runtime.seed == seed
+    for seed in (-1, 10 ** 9 + 1):
+        message = rf"^--seed={seed}: must be in \[0, 1e\+09\]$"
+        with pytest.raises(ValueError, match=message):
+            config_lib.TrainConfig.make(seed=seed)
+        with pytest.raises(ValueError, match=message):
+            preparation.PrepareConfig(seed=seed)
+        with pytest.raises(ValueError, match=message):
+            pretrain.PretrainConfig(out="x.npz", seed=seed)
+    with pytest.raises(ValueError, match=r"^--image_size=5000: must be in \[0, 4096\]$"):
+        config_lib.TrainConfig.make(image_size=5000)
+
+
+def test_train_refuses_a_bad_seed_or_image_size_before_any_work(tmp_path):
+    runs = [subprocess.Popen([sys.executable, "-m", "wsnn.train", "--flagfile=flags/smoke.cfg",
+                              f"--workdir={tmp_path / 'run'}", flag], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+            for flag in ("--seed=-1", "--image_size=1")]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [2, 2]
+    assert [err.strip().splitlines()[-1] for _, err in outputs] == [
+        "wsnn.train: config error: --seed=-1: must be in [0, 1e+09]",
+        "wsnn.train: config error: --image_size=1: small_cnn needs inputs of at least 4 x 4 pixels (it max-pools "
+        "2 x 2 twice before its global pooling)"]
+    assert not (tmp_path / "run").exists()

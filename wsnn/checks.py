@@ -3,8 +3,18 @@
 `at_least_one` and `in_unit_interval` check command-line options: each takes
 options as keyword arguments named like their flags and raises
 ValueError("--name=value: must be ...") for the first bad one, in argument
-order. `positive_int` checks a function argument.
+order. `positive_int` checks a function argument. `input_size` and
+`training_data` check the bounds that depend on the backbone and on the
+prepared data: a training run calls them before any work on that data.
 """
+
+# Seeds: numpy's legacy seeding (keras.utils.set_random_seed) takes [0, 2**32); a round bound.
+SEED_BOUNDS = "[0, 1e9]"
+# The smallest input side each backbone can pool: small_cnn max-pools 2 x 2 twice (valid padding)
+# before its global pooling, so S // 4 >= 1; Keras' VGG16 base pools five times and refuses S < 32.
+MIN_INPUT_SIZE = {"small_cnn": 4, "vgg16": 32}
+_POOLING = {"small_cnn": "it max-pools 2 x 2 twice before its global pooling",
+            "vgg16": "its convolutional base pools 2 x 2 five times"}
 
 
 def at_least_one(**values):
@@ -38,3 +48,51 @@ def positive_int(value, name):
     if isinstance(value, bool) or int(value) != value or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def input_size(backbone, size, own_size=False):
+    """Checks that `backbone` can take S x S inputs (`MIN_INPUT_SIZE`).
+
+    Args:
+      backbone: "small_cnn" or "vgg16".
+      size: the input side S.
+      own_size: S is the dataset's own image size (--image_size=0).
+
+    Raises:
+      ValueError: e.g. "--image_size=1: small_cnn needs inputs of at least 4 x 4 pixels (...)".
+    """
+    need = MIN_INPUT_SIZE.get(backbone, 1)
+    if size < need:
+        what = (f"--image_size=0: the dataset's own images are {size} x {size} pixels, and" if own_size
+                else f"--image_size={size}:")
+        raise ValueError(f"{what} {backbone} needs inputs of at least {need} x {need} pixels "
+                         f"({_POOLING[backbone]})")
+
+
+def training_data(batch_size, num_train, num_tags, backbone, image_size, data_image_size=None, task=None):
+    """Checks a training config against the prepared data, before any work on it.
+
+    Args:
+      batch_size: s (--batch_size).
+      num_train: the task's training images (after the split; validation images excluded).
+      num_tags: the prepared vocabulary's size C.
+      backbone: --backbone.
+      image_size: --image_size (0: the dataset's own size).
+      data_image_size: the side of the dataset's embedded images; None for image files.
+      task: named in the message, e.g. "annotation".
+
+    Raises:
+      ValueError: one line naming the flag: no tags; a batch larger than the
+        training images; an input too small for the backbone's pooling.
+    """
+    if num_tags < 1:
+        raise ValueError("the prepared data has no tags (none survived normalisation); the tagger needs "
+                         "at least one: lower --min_tag_fraction or check the collection's tags")
+    if batch_size > num_train:
+        where = f" of the {task} task" if task else ""
+        raise ValueError(f"--batch_size={batch_size}: more than the {num_train} training images{where}; "
+                         f"use at most {num_train}")
+    if image_size:
+        input_size(backbone, image_size)
+    elif data_image_size is not None:
+        input_size(backbone, data_image_size, own_size=True)

@@ -97,8 +97,8 @@ class DataConfig(_Group):
                                             "refinement: trained on, left out of the reported "
                                             "metrics). 0, or a dataset without labels: no selection.",
                                        bounds="[0, 1)")
-    image_size: int = field(0, "Input size S (S x S); 0: the dataset's own size (embedded images).",
-                            bounds="[0, inf)")
+    image_size: int = field(0, "Input size S (S x S); 0: the dataset's own size (embedded images). "
+                               "small_cnn needs S >= 4, vgg16 S >= 32.", bounds="[0, 4096]")
     channels: int = field(0, "Input channels (1 or 3); 0: the dataset's own.", choices=(0, 1, 3))
 
 
@@ -200,7 +200,7 @@ class RuntimeConfig(_Group):
 
     workdir: str = field("runs/fashion_tags", "Experiment directory: prepared data, checkpoints, "
                                                "tensorboard, outputs.")
-    seed: int = field(0, "Seed of the split, data order and initialisation.")
+    seed: int = field(0, "Seed of the split, data order and initialisation.", bounds="[0, 1e9]")
     num_devices: int = field(0, "Replicas: 0 = all GPUs (else the CPU); n > 0 = n devices "
                                 "(logical CPU devices when there is no GPU).", bounds="[0, inf)")
     strategy: str = field("mirrored", "mirrored (one process: all GPUs or --num_devices) or multi_worker "

@@ -13,11 +13,13 @@ timings, and, when labels exist, the RandomGuess and UserTags scores.
 import os
 import sys
 
-from absl import app
+from absl import app, flags
 
 from wsnn import flags_lib, io_utils
 from wsnn import wordnet as wordnet_lib
 from wsnn.data import preparation
+
+FLAGS = flags.FLAGS
 
 
 def main(argv):
@@ -28,7 +30,10 @@ def main(argv):
         config = flags_lib.from_flags(preparation.PrepareConfig)
         with io_utils.workdir_lock(config.workdir):
             dataset, timings = preparation.prepare(config)
-    except (ValueError, OSError, io_utils.WorkdirBusy, wordnet_lib.WordNetUnavailable) as e:
+    except OSError as e:  # e.g. a full disk: the file, else the workdir
+        print(f"wsnn.prepare: error: {io_utils.os_error_line(e, FLAGS.workdir)}", file=sys.stderr)
+        return 2
+    except (ValueError, io_utils.WorkdirBusy, wordnet_lib.WordNetUnavailable) as e:
         print(f"wsnn.prepare: error: {e}", file=sys.stderr)
         return 2
     scores = preparation.baseline_scores(dataset, config.seed) if dataset.labels is not None else {}

@@ -39,7 +39,7 @@ import numpy as np
 from absl import flags
 
 from wsnn import backbone_weights, checks, flags_lib, tf_start
-from wsnn.config import field
+from wsnn.config import check_fields, field
 from wsnn.data import fashion_tags
 from wsnn.data.dataset import DataError
 
@@ -69,7 +69,7 @@ class PretrainConfig:
     batch_size: int = field(64, "Mosaics per SGD step.")
     learning_rate: float = field(0.05, "SGD learning rate at the start (cosine decay to 0 at the end).")
     momentum: float = field(0.9, "SGD momentum.")
-    seed: int = field(0, "Seed of the mosaics, their order and the initialisation.")
+    seed: int = field(0, "Seed of the mosaics, their order and the initialisation.", bounds=checks.SEED_BOUNDS)
     source_dir: str = field(fashion_tags.SOURCE_DIR, "Directory with Fashion-MNIST's gzipped IDX train "
                                                      "files (the test split is never read).")
     log_every_steps: int = field(50, "Progress line every this many steps.")
@@ -85,6 +85,7 @@ class PretrainConfig:
         if self.num_mosaics < 2 * HOLDOUT_DIVISOR:
             fail("num_mosaics", f"must be >= {2 * HOLDOUT_DIVISOR}")
         checks.at_least_one(epochs=self.epochs, batch_size=self.batch_size, log_every_steps=self.log_every_steps)
+        check_fields(self)  # the seed's bounds
         if not self.learning_rate > 0:
             fail("learning_rate", "must be > 0")
         if not 0 <= self.momentum < 1:

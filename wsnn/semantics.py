@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from wsnn import similarity
+from wsnn import checks, similarity
 from wsnn import wordnet as wordnet_lib
 
 
@@ -25,6 +25,7 @@ def main(argv):
     del argv
     config = flags.FLAGS
     try:
+        checks.at_least_one(top_k=config.top_k)
         dataset = dataset_lib.load(config.data)
         start = time.perf_counter()
         xi, info = similarity.tag_similarity(dataset, config.alpha, config.measure, config.ic_file or None,

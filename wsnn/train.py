@@ -11,6 +11,7 @@ import sys
 
 from absl import app, flags, logging
 
+from wsnn import checks
 from wsnn import config as config_lib
 from wsnn import flags_lib, tf_start
 from wsnn import wordnet as wordnet_lib
@@ -26,9 +27,11 @@ def define_flags():
 
 
 def configs_from_flags():
-    """(TrainConfig, PrepareConfig) from the parsed flags, with the files they name checked;
-    ValueError names a bad flag."""
+    """(TrainConfig, PrepareConfig) from the parsed flags, with the files they name and the input size
+    the backbone needs checked; ValueError names a bad flag."""
     config = flags_lib.from_flags(config_lib.TrainConfig)
+    if config.data.image_size:
+        checks.input_size(config.model.backbone, config.data.image_size)
     config_lib.check_files(config)
     runtime = config.runtime
     return config, flags_lib.from_flags(preparation.PrepareConfig, workdir=runtime.workdir, seed=runtime.seed)

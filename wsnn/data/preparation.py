@@ -22,7 +22,7 @@ from wsnn import checks
 from wsnn import metrics
 from wsnn import wordnet as wordnet_lib
 from wsnn.baselines import trivial
-from wsnn.config import field
+from wsnn.config import check_fields, field
 from wsnn.data import dataset as dataset_lib
 from wsnn.data import fashion_tags, normalize
 
@@ -39,7 +39,7 @@ class PrepareConfig:
                               "or its directory.")
     workdir: str = field("runs/fashion_tags", "Outputs go to <workdir>/prepared.")
     num_images: int = field(10000, "FashionTags: number of images.")
-    seed: int = field(0, "FashionTags and RandomGuess seed.")
+    seed: int = field(0, "FashionTags and RandomGuess seed.", bounds=checks.SEED_BOUNDS)
     min_tag_fraction: float = field(0.001, "Drop tags used by fewer than this fraction of the "
                                            "images (the paper: 0.001).")
     strict: bool = field(False, "Fail on a corrupt image instead of skipping it.")
@@ -68,6 +68,7 @@ class PrepareConfig:
         if not 0 <= self.min_tag_fraction < 1:
             raise ValueError(f"--min_tag_fraction={self.min_tag_fraction}: must be in [0, 1)")
         checks.at_least_one(max_pixels=self.max_pixels, num_images=self.num_images)
+        check_fields(self)  # the seed's bounds
 
 
 # PrepareConfig fields that name a path: compared as real paths (a trailing slash, a relative
@@ -183,6 +184,13 @@ def prepare(config):
     wordnet = wordnet_lib.get_wordnet(config.wordnet_cache or None)
     dataset = normalize.normalize(raw, wordnet, config.min_tag_fraction)
     timings["normalize_s"] = time.perf_counter() - start
+    if not dataset.num_tags:
+        norm = dataset.info["normalization"]
+        raise dataset_lib.DataError(
+            f"{config.data_dir or config.source}: no tag survives normalisation: of {norm['raw_tags']:,} "
+            f"distinct tags, {norm['tags_not_in_wordnet']:,} are not in WordNet and the other "
+            f"{norm['raw_tags'] - norm['tags_not_in_wordnet']:,} are on fewer than {norm['min_images']:g} images "
+            f"(--min_tag_fraction={config.min_tag_fraction:g}); the tagger needs at least one tag")
     start = time.perf_counter()
     dataset.info["prepare_settings"] = settings(config)
     dataset.info["source_fingerprint"] = fingerprint
