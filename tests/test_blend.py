@@ -1,16 +1,19 @@
 """Tests for blending a new collection's tags with an exported tagger's (wsnn.blend)."""
 
+import errno
 import json
 import os
 import re
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from wsnn import blend, models, serving
+from wsnn import blend, io_utils, models, serving
+from wsnn import wordnet as wordnet_lib
 from wsnn.data.dataset import DataError
 
 TAGS = ["boot", "cat", "dog", "sea", "tree"]
@@ -137,3 +140,65 @@ def test_cli_prints_summary_under_both_names(collection, tmp_path):
         assert ("old name of wsnn.blend" in err) == (module == "wsnn.refine")
     assert (tmp_path / "wsnn.blend" / "refined_tags.tsv").read_bytes() == (
         tmp_path / "wsnn.refine" / "refined_tags.tsv").read_bytes()
+
+
+def _options(root, out, w):
+    return types.SimpleNamespace(model=str(root / "export"), data=str(root / "data" / "annotations.jsonl"),
+                                 out=str(out), user_tag_weight=w, strict=False, top_k=10, batch_size=32)
+
+
+def test_outputs_are_replaced_together_or_not_at_all(collection, tmp_path, wordnet, monkeypatch, capsys):
+    root, _ = collection
+    out = tmp_path / "out"
+    os.makedirs(tmp_path / ".out.tmp-killed")      # left by a killed blend into out
+    (tmp_path / ".other.tmp-x").write_text("")     # not ours
+    blend.blend(str(root / "export"), str(root / "data" / "annotations.jsonl"), str(out), user_tag_weight=0.3,
+                wordnet=wordnet)
+    first = {name: (out / name).read_bytes() for name in ("refined_tags.npz", "refined_tags.tsv")}
+    assert sorted(os.listdir(tmp_path)) == [".other.tmp-x", "out"]
+
+    def full_disk(path, text):   # the disk fills while the TSV is written, after the npz
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io_utils, "write_text", full_disk)
+    with pytest.raises(OSError) as info:
+        blend.blend(str(root / "export"), str(root / "data" / "annotations.jsonl"), str(out),
+                    user_tag_weight=0.7, wordnet=wordnet)
+    assert (info.value.errno, info.value.filename) == (errno.ENOSPC, str(out))
+    # Both files are the first run's: never the second run's npz beside the first run's TSV.
+    assert {name: (out / name).read_bytes() for name in first} == first
+    assert sorted(os.listdir(tmp_path)) == [".other.tmp-x", "out"] and sorted(os.listdir(out)) == sorted(first)
+    # The command line: one line naming --out, status 1.
+    monkeypatch.setattr(wordnet_lib, "get_wordnet", lambda *args, **kwargs: wordnet)
+    assert blend.run_blend(_options(root, out, 0.7)) == 1
+    assert capsys.readouterr().err.splitlines()[-1] == f"wsnn.blend: error: {out}: No space left on device"
+    assert {name: (out / name).read_bytes() for name in first} == first
+
+
+def test_out_must_be_a_writable_directory_of_blend_outputs(collection, tmp_path, wordnet, monkeypatch, capsys):
+    root, _ = collection
+    (tmp_path / "file").write_text("")
+    os.makedirs(tmp_path / "mine")
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    for out, message in ((tmp_path / "file", f"--out={tmp_path / 'file'}: exists and is not a directory"),
+                         (tmp_path / "mine", f"--out={tmp_path / 'mine'}: holds other files than refined_tags.npz "
+                                             "and refined_tags.tsv (e.g. notes.txt); blend replaces the whole "
+                                             "directory, so give a new one")):
+        assert blend.run_blend(_options(root, out, 0.5)) == 2
+        assert capsys.readouterr().err.splitlines()[-1] == f"wsnn.blend: error: {message}"
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    # Read-only (root ignores permission bits, so both ways it shows are simulated): --out itself
+    # refused before the model loads, or the directory made beside it.
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "access", lambda path, mode: False)
+        assert blend.run_blend(_options(root, tmp_path / "ro", 0.5)) == 1
+        assert capsys.readouterr().err.splitlines()[-1] == f"wsnn.blend: error: {tmp_path}: not writable"
+
+    def read_only(parent, prefix):
+        raise OSError(errno.EROFS, "Read-only file system", os.path.join(parent, prefix + "abc"))
+
+    monkeypatch.setattr(io_utils, "make_temp_dir", read_only)
+    with pytest.raises(OSError, match=re.escape(f"[Errno 30] Read-only file system: '{tmp_path / 'ro'}'")):
+        blend.blend(str(root / "export"), str(root / "data" / "annotations.jsonl"), str(tmp_path / "ro"),
+                    wordnet=wordnet)
+    assert not (tmp_path / "ro").exists()

@@ -28,15 +28,27 @@ corrupt image is skipped and counted, or is an error with --strict.
 Writes `<out>/refined_tags.npz` (ids, tag_names, scores: N x C float32) and
 `<out>/refined_tags.tsv` (`id`, `user_tags`: the image's vocabulary tags
 comma-joined, `refined_tags`: the --top_k best as `tag:0.123`) with
-`wsnn.refined_tags.write`, the writer of a training run's refined tags, each
-file atomically.
+`wsnn.refined_tags.write`, the writer of a training run's refined tags.
+Both files are replaced together: they are written into a new directory
+beside `<out>` (`.<out>.tmp-*`), which then replaces `<out>` by rename
+(`io_utils.atomic_directory`), so `<out>` never holds the npz of one run
+beside the TSV of another. Hence `<out>` must be missing, empty or hold only
+those two files; it is checked, with its being a writable directory, before
+the model loads. The replacement runs under a lock on `<out>`'s parent,
+where the temporary directories of killed blends are removed first.
+
+Exit status: 0 done; 2 a bad option, model, collection or `--out`; 1 the
+output cannot be written (a full disk, a read-only directory). Errors are
+one line naming the path.
 """
 
+import errno
+import os
 import sys
 
 import numpy as np
 
-from wsnn import checks, refined_tags, tagger
+from wsnn import checks, io_utils, refined_tags, tagger
 from wsnn import wordnet as wordnet_lib
 from wsnn.data import jsonl as jsonl_lib
 from wsnn.data import normalize
@@ -62,6 +74,47 @@ def map_tags(raw_tags, vocabulary, wordnet):
     return np.array(columns, np.int64)
 
 
+def check_out_dir(out_dir):
+    """Refuses an --out that blend cannot replace as a whole.
+
+    Raises:
+      ValueError: it is not a directory, or holds other files than blend's outputs.
+      OSError: it (or, when missing, its parent) is not writable.
+    """
+    if os.path.lexists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out={out_dir}: exists and is not a directory")
+    if os.path.isdir(out_dir):
+        others = sorted(set(os.listdir(out_dir)) - {refined_tags.NPZ, refined_tags.TSV})
+        if others:
+            raise ValueError(f"--out={out_dir}: holds other files than {refined_tags.NPZ} and {refined_tags.TSV} "
+                             f"(e.g. {others[0]}); blend replaces the whole directory, so give a new one")
+    existing = out_dir if os.path.isdir(out_dir) else os.path.dirname(os.path.abspath(out_dir))
+    if os.path.isdir(existing) and not os.access(existing, os.W_OK):
+        raise OSError(errno.EACCES, "not writable", existing)
+
+
+def write_outputs(out_dir, ids, tag_lists, vocabulary, scores, top_k):
+    """Replaces `out_dir` by a directory holding both refined-tags files (see the module docstring).
+
+    Returns:
+      (npz path, tsv path) in `out_dir`.
+
+    Raises:
+      OSError: naming `out_dir`; `out_dir` is then as it was.
+    """
+    path = os.path.abspath(out_dir)
+    parent, name = os.path.dirname(path), os.path.basename(path)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        with io_utils.directory_lock(parent):
+            io_utils.remove_stale_temps(parent, prefix=f".{name}.")
+            with io_utils.atomic_directory(path) as tmp:
+                refined_tags.write(tmp, ids, tag_lists, vocabulary, scores, top_k)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, out_dir) from None
+    return os.path.join(out_dir, refined_tags.NPZ), os.path.join(out_dir, refined_tags.TSV)
+
+
 def blend(model_path, jsonl_path, out_dir, user_tag_weight=0.5, strict=False, wordnet=None, top_k=10,
           batch_size=32):
     """Blends a JSONL collection's tags with an exported tagger's and writes the results.
@@ -81,13 +134,17 @@ def blend(model_path, jsonl_path, out_dir, user_tag_weight=0.5, strict=False, wo
       distinct tags mapped and dropped (with examples), and output paths.
 
     Raises:
-      ValueError: w outside [0, 1], no usable SavedModel, a bad collection
+      ValueError: w outside [0, 1], an --out that is not a directory or
+        holds other files, no usable SavedModel, a bad collection
         (`DataError`), a corrupt image with `strict`, or tags that cannot be
         mapped onto the vocabulary.
+      OSError: the outputs cannot be written (naming `out_dir`); an earlier
+        blend's outputs there are left as they were.
     """
     w = float(user_tag_weight)
     checks.in_unit_interval(user_tag_weight=w)
     checks.at_least_one(top_k=top_k, batch_size=batch_size)
+    check_out_dir(out_dir)
     loaded, metadata = tagger.load_model(model_path)
     vocabulary = list(metadata["tag_names"])
     raw = jsonl_lib.load_jsonl(jsonl_path, strict=strict, max_pixels=metadata["max_pixels"])
@@ -102,7 +159,7 @@ def blend(model_path, jsonl_path, out_dir, user_tag_weight=0.5, strict=False, wo
     user_tags = normalize.merge_columns(raw.user_tags, columns, len(vocabulary)).toarray().astype(np.float32)
 
     probabilities, ok, failures = tagger.predict_files(
-        loaded, [raw.image_path(i) for i in range(raw.num_images)], batch_size)
+        loaded, [raw.image_path(i) for i in range(raw.num_images)], batch_size, metadata["max_pixels"])
     if failures and strict:
         raise ValueError(f"{jsonl_path}: image {failures[0].path}: {failures[0].reason}")
     if not ok:
@@ -111,7 +168,7 @@ def blend(model_path, jsonl_path, out_dir, user_tag_weight=0.5, strict=False, wo
     scores = (w * user_tags + (1 - w) * probabilities).astype(np.float32)
 
     tag_lists = [[vocabulary[j] for j in np.flatnonzero(g)] for g in user_tags]
-    npz_path, tsv_path = refined_tags.write(out_dir, ids, tag_lists, vocabulary, scores, top_k)
+    npz_path, tsv_path = write_outputs(out_dir, ids, tag_lists, vocabulary, scores, top_k)
 
     tokens = raw.user_tags.nnz
     tokens_known = int(raw.user_tags[:, known].nnz) if known.any() else 0
@@ -139,13 +196,24 @@ def main(argv):
     from absl import flags
 
     del argv
-    config = flags.FLAGS
+    return run_blend(flags.FLAGS)
+
+
+def run_blend(config):
+    """`blend` with the options of `config` (the flags); prints the summary or one error line.
+
+    Returns:
+      The exit status (see the module docstring).
+    """
     try:
         s = blend(config.model, config.data, config.out, config.user_tag_weight, config.strict,
                   top_k=config.top_k, batch_size=config.batch_size)
     except (ValueError, wordnet_lib.WordNetUnavailable) as e:
         print(f"wsnn.blend: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"wsnn.blend: error: {io_utils.os_error_line(e, config.out)}", file=sys.stderr)
+        return 1
     skipped = f" ({s['skipped_images']} corrupt skipped)" if s["skipped_images"] else ""
     print(f"refined {s['images']} images{skipped} with user_tag_weight {s['user_tag_weight']:g}")
     examples = f" (e.g. {', '.join(s['dropped_examples'][:5])})" if s["dropped_examples"] else ""

@@ -138,14 +138,14 @@ def os_error_line(error, path=None):
     return f"{os.fsdecode(where)}: {reason}" if where is not None else reason
 
 
-def remove_stale_temps(directory):
-    """Removes what killed writers left in `directory` (names starting with "." and holding
-    ".tmp-" or ".old-"); call only while holding the workdir's lock. Returns the names removed."""
+def remove_stale_temps(directory, prefix="."):
+    """Removes what killed writers left in `directory` (names starting with `prefix` and holding
+    ".tmp-" or ".old-"); call only while holding the lock its writers hold. Returns the names removed."""
     removed = []
     if not os.path.isdir(directory):
         return removed
     for name in sorted(os.listdir(directory)):
-        if name.startswith(".") and any(marker in name for marker in TEMP_MARKERS):
+        if name.startswith(prefix) and any(marker in name for marker in TEMP_MARKERS):
             path = os.path.join(directory, name)
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)
