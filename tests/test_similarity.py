@@ -1,6 +1,8 @@
 """Tests for the tag-similarity table xi (wsnn.similarity)."""
 
 import math
+import os
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -251,3 +253,50 @@ def test_tag_similarity_bad_arguments():
         similarity.tag_similarity(_toy_dataset(), alpha=float("nan"))
     with pytest.raises(ValueError, match="measure"):
         similarity.tag_similarity(_toy_dataset(), measure="wup")
+
+
+def test_a_table_over_the_memory_limit_is_refused_before_it_is_built(wordnet, monkeypatch):
+    ds = _toy_dataset()
+    chosen = similarity.choose_synsets(ds.tag_names, wordnet, {"n": {}, "v": {}, "a": {}})
+    nouns = sum(len(found) for pos, found in chosen if pos == "n")
+    c = len(ds.tag_names)
+    need = similarity.memory_estimate(c, [nouns])
+    assert need == max(50 * c * c, 16 * c * c + 26 * nouns ** 2) + (32 << 20)
+
+    def never(*args):
+        raise AssertionError("computed despite the limit")
+
+    # IC values do not change the sizes; a constant table keeps SemCor's out of the user's cache.
+    monkeypatch.setattr(similarity, "cached_semcor_ic", lambda *args: {"n": {0: 1.0}, "v": {0: 1.0},
+                                                                         "a": {0: 1.0}})
+    with monkeypatch.context() as patch, pytest.raises(ValueError) as info:
+        patch.setattr(similarity, "context_distance", never)
+        similarity.tag_similarity(ds, alpha=1.0, wordnet=wordnet, max_bytes=need - 1)
+    assert str(info.value) == (
+        f"the tag-similarity table xi of {c} tags ({nouns} WordNet synsets) needs about {need / 2 ** 30:.2f} GiB of "
+        f"memory to build, more than the limit of {(need - 1) / 2 ** 30:.2f} GiB (max_bytes); it grows with the "
+        "square of the tag count: raise --min_tag_fraction for fewer tags")
+    xi, info = similarity.tag_similarity(ds, alpha=1.0, wordnet=wordnet, max_bytes=need)
+    assert xi.shape == (c, c) and info["memory_estimate"] == need
+    # The default limit: 3/4 of this machine's memory.
+    assert similarity.default_max_bytes() == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 3 // 4
+
+
+def test_memory_estimate_bounds_the_measured_peak(wordnet, monkeypatch):
+    # 1,000 WordNet nouns and verbs on 40 images; IC values do not change the sizes of the tables.
+    monkeypatch.setattr(similarity, "cached_semcor_ic", lambda *args: {"n": {0: 1.0}, "v": {0: 1.0},
+                                                                         "a": {0: 1.0}})
+    rng = np.random.default_rng(0)
+    names = sorted(n for n in wordnet.all_lemma_names("n") if n.isalpha())
+    verbs = sorted(set(n for n in wordnet.all_lemma_names("v") if n.isalpha()) - set(names))
+    tags = sorted(rng.choice(names, 750, replace=False).tolist() + rng.choice(verbs, 250, replace=False).tolist())
+    ds = from_tag_lists([str(i) for i in range(40)], [tags[i::40] for i in range(40)],
+                        image_paths=[f"{i}.png" for i in range(40)])
+    tracemalloc.start()
+    try:
+        _, info = similarity.tag_similarity(ds, alpha=1.0, wordnet=wordnet)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert ds.num_tags == 1000
+    assert 0.4 * info["memory_estimate"] < peak <= info["memory_estimate"]

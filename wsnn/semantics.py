@@ -3,8 +3,10 @@
     python -m wsnn.semantics --data=runs/fashion_tags/prepared [--alpha=3 --tags=sneaker,bag]
 
 Builds xi for a prepared dataset (or loads it from `<data>/cache/`), then
-prints how long that took and each chosen tag's nearest tags by xi (default:
-the label tags, else the most frequent tags).
+prints how long that took (and, when built, the estimated peak memory; a
+table over the limit of `wsnn.similarity.tag_similarity` is refused in one
+line) and each chosen tag's nearest tags by xi (default: the label tags,
+else the most frequent tags).
 """
 
 import os
@@ -43,7 +45,7 @@ def main(argv):
         return 2
     where_ = f"loaded from cache {info['cached']}" if info.get("cached") else (
         "built in " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in info["timings"].items())
-        + f"; sigma {info['sigma']:.4g}")
+        + f"; sigma {info['sigma']:.4g}; peak memory about {info['memory_estimate'] / 2 ** 20:,.0f} MiB")
     print(f"tag similarity xi: {xi.shape[0]} x {xi.shape[1]}, measure {config.measure}, "
           f"alpha {config.alpha:g}, {elapsed:.1f} s ({where_})")
     for tag in tags:

@@ -27,6 +27,20 @@ sigma is the median of the off-diagonal dist^2 (the paper's "median value").
 xi is symmetric with a zero diagonal, and is cached as .npy keyed by the data,
 vocabulary, alpha, measure and IC source. The command line that builds and
 inspects it is `wsnn.semantics`.
+
+Cost: xi is dense, C x C, and so are its intermediate tables. Building it
+peaks at about `memory_estimate(C, S)` bytes: max(50 C^2, 16 C^2 + 26 sum
+S_pos^2) + 32 MiB, where S_pos counts the WordNet synsets the tags use per part of
+speech (the S x S synset tables of `knowledge_distance`, float32; S is about
+1.5 C for frequent nouns, more for polysemous tags); 50 C^2 are the float64
+C x C tables of eqs. 3 and 5 (measured with tracemalloc, within a few
+percent). 4,000 noun tags: 1.1 GiB and 5 s on the 2-core development
+machine; 10,000 real tags were reported at 9.7 GB and 120 s. `tag_similarity`
+refuses, before computing anything, a table whose estimate exceeds
+`max_bytes`: by default `default_max_bytes()`, 3/4 of the machine's
+physical memory, so that a vocabulary too large for the machine is one line
+naming the memory it would need instead of swapping or an out-of-memory
+kill. Fewer tags (a higher --min_tag_fraction) make it quadratically smaller.
 """
 
 import hashlib
@@ -43,6 +57,7 @@ from wsnn import io_utils
 from wsnn import wordnet as wordnet_lib
 
 MEASURES = ("lin", "jcn", "res")
+_FIXED_BYTES = 32 << 20  # the IC table and the synset lists, whatever C
 _POS_ORDER = ("n", "v", "a")
 
 
@@ -163,12 +178,32 @@ def _tag_synsets(tag, wordnet, ic):
     return None, []
 
 
-def knowledge_distance(tag_names, wordnet, ic, measure="lin"):
+def choose_synsets(tag_names, wordnet, ic):
+    """Each tag's (part of speech, synsets) as `knowledge_distance` uses them (see the module docstring)."""
+    return [_tag_synsets(t, wordnet, ic) for t in tag_names]
+
+
+def memory_estimate(num_tags, synsets_per_pos=()):
+    """Peak bytes of building xi for `num_tags` tags whose chosen synsets number `synsets_per_pos`
+    (one count per part of speech; empty without the WordNet term): see the module docstring."""
+    c2 = num_tags * num_tags
+    return max(50 * c2, 16 * c2 + 26 * sum(s * s for s in synsets_per_pos)) + _FIXED_BYTES
+
+
+def default_max_bytes():
+    """3/4 of this machine's physical memory: `tag_similarity`'s default limit."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 3 // 4
+
+
+def knowledge_distance(tag_names, wordnet, ic, measure="lin", chosen=None):
     """dist_KB for all tag pairs (see the module docstring).
 
     The IC of every pair's least common subsumer is found with one pass over
     the shared ancestors in increasing IC, writing blocks of a synset x
     synset matrix, then reduced to tags (best synset pair).
+
+    Args:
+      chosen: `choose_synsets(tag_names, wordnet, ic)`, when already made.
 
     Returns:
       C x C float64 in [0, 1], symmetric, zero diagonal.
@@ -176,7 +211,7 @@ def knowledge_distance(tag_names, wordnet, ic, measure="lin"):
     if measure not in MEASURES:
         raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
     c = len(tag_names)
-    chosen = [_tag_synsets(t, wordnet, ic) for t in tag_names]
+    chosen = chosen or choose_synsets(tag_names, wordnet, ic)
     # Tag-level similarity (lin, res) or distance (jcn); NaN where undefined.
     value = np.full((c, c), np.nan)
     for pos in _POS_ORDER:
@@ -248,7 +283,7 @@ def _cache_key(dataset, alpha, measure, ic_source):
 
 
 def tag_similarity(dataset, alpha=1.0, measure="lin", ic_file=None, wordnet=None, cache_dir=None,
-                   ic_cache_dir=None):
+                   ic_cache_dir=None, max_bytes=None):
     """The C x C tag-similarity table xi of a normalised dataset, cached.
 
     Args:
@@ -260,12 +295,17 @@ def tag_similarity(dataset, alpha=1.0, measure="lin", ic_file=None, wordnet=None
       cache_dir: where xi is cached; None: not cached.
       ic_cache_dir: where the SemCor IC table is cached (default:
         `wsnn.wordnet.default_cache_dir()`).
+      max_bytes: refuse to build a table whose `memory_estimate` is larger;
+        None: `default_max_bytes()`. A cached table is always read.
 
     Returns:
-      (xi as float32, info dict with sigma, timings and whether it was cached).
+      (xi as float32, info dict with sigma, timings, the memory estimate
+      and whether it was cached).
 
     Raises:
-      ValueError: bad alpha or measure, or a table that is not finite.
+      ValueError: bad alpha or measure, a table over `max_bytes` (before any
+        of it is computed; the message says how much memory it needs), or a
+        table that is not finite.
     """
     if not (alpha >= 0 and math.isfinite(alpha)):
         raise ValueError(f"alpha must be finite and >= 0, got {alpha}")
@@ -280,17 +320,31 @@ def tag_similarity(dataset, alpha=1.0, measure="lin", ic_file=None, wordnet=None
             xi = np.load(path, allow_pickle=False)
             if xi.shape == (dataset.num_tags, dataset.num_tags):
                 return xi, {"cached": path}
-    timings = {}
+    timings, chosen, synsets = {}, None, {}
+    if alpha > 0:
+        start = time.perf_counter()
+        wordnet = wordnet or wordnet_lib.get_wordnet()
+        ic = read_ic_file(ic_file) if ic_file else cached_semcor_ic(wordnet, ic_cache_dir)
+        chosen = choose_synsets(dataset.tag_names, wordnet, ic)
+        for pos, found in chosen:
+            if pos:
+                synsets[pos] = synsets.get(pos, 0) + len(found)
+        timings["ic_s"] = time.perf_counter() - start
+    c = len(dataset.tag_names)
+    need = memory_estimate(c, synsets.values())
+    limit = default_max_bytes() if max_bytes is None else max_bytes
+    if need > limit:
+        raise ValueError(
+            f"the tag-similarity table xi of {c:,} tags ({sum(synsets.values()):,} WordNet synsets) needs about "
+            f"{need / 2 ** 30:.2f} GiB of memory to build, more than the limit of {limit / 2 ** 30:.2f} GiB "
+            f"({'3/4 of this machine' if max_bytes is None else 'max_bytes'}); it grows with the square of the "
+            "tag count: raise --min_tag_fraction for fewer tags")
     start = time.perf_counter()
     dist = context_distance(dataset.user_tags)
     timings["context_s"] = time.perf_counter() - start
     if alpha > 0:
         start = time.perf_counter()
-        wordnet = wordnet or wordnet_lib.get_wordnet()
-        ic = read_ic_file(ic_file) if ic_file else cached_semcor_ic(wordnet, ic_cache_dir)
-        timings["ic_s"] = time.perf_counter() - start
-        start = time.perf_counter()
-        dist = dist + alpha * knowledge_distance(dataset.tag_names, wordnet, ic, measure)
+        dist = dist + alpha * knowledge_distance(dataset.tag_names, wordnet, ic, measure, chosen)
         timings["knowledge_s"] = time.perf_counter() - start
     xi, sigma = similarity_from_distance(dist)
     if not np.all(np.isfinite(xi)):
@@ -300,7 +354,7 @@ def tag_similarity(dataset, alpha=1.0, measure="lin", ic_file=None, wordnet=None
         buffer = io.BytesIO()
         np.save(buffer, xi)
         io_utils.write_bytes(path, buffer.getvalue())
-    return xi, {"sigma": sigma, "timings": timings, "cached": None}
+    return xi, {"sigma": sigma, "timings": timings, "cached": None, "memory_estimate": need}
 
 
 def most_similar(xi, tag_names, tag, k=5):
