@@ -62,3 +62,14 @@ def test_neighbour_label_share_hand_case():
     # Group 1: anchor 0 (label 0) with 1 (shares), 2 (no). Group 2: anchor 4 (label 1) with 1 (yes), 3 (no).
     assert diagnostics.neighbour_label_share([0, 1, 2, 4, 1, 3], labels, 3) == pytest.approx(0.5)
     assert diagnostics.neighbour_label_share([5, 0, 1], labels, 3) == pytest.approx(1.0)
+
+
+def test_low_spread_warning_names_the_flags_only_below_the_threshold():
+    from wsnn.diagnostics import MIN_TAG_STD, low_spread_warning
+
+    rng = np.random.default_rng(0)
+    priors = np.tile([0.1, 0.3, 0.05], (50, 1)) + rng.normal(scale=0.005, size=(50, 3))  # ~the tag priors
+    warning = low_spread_warning(priors)
+    assert warning is not None and "--learning_rate" in warning and "--stage1_steps" in warning
+    assert "\n" not in warning and f"< {MIN_TAG_STD:g}" in warning
+    assert low_spread_warning(rng.uniform(0, 1, size=(50, 3))) is None

@@ -329,3 +329,35 @@ def test_two_replicas_equal_one_device(stop_gradient, two_cpu_strategy):
     np.testing.assert_allclose(dist_loss, single_loss, rtol=1e-5)
     for dist_grad, single_grad in zip(dist_grads, single_grads):
         np.testing.assert_allclose(dist_grad, single_grad, rtol=1e-5, atol=1e-7)
+
+
+# --- stage 1's multi-label logistic loss ----------------------------------------
+
+def test_multi_label_logistic_loss_sums_over_tags_and_averages_over_images():
+    from wsnn.losses import MultiLabelLogisticLoss
+
+    rng = np.random.default_rng(5)
+    user_tags = (rng.random((6, 7)) < 0.3).astype(np.float32)
+    tag_probs = rng.uniform(0.01, 0.99, size=(6, 7)).astype(np.float32)
+    reference = -np.sum(user_tags * np.log(tag_probs) + (1 - user_tags) * np.log(1 - tag_probs)) / 6
+    np.testing.assert_allclose(float(MultiLabelLogisticLoss()(user_tags, tag_probs)), reference, rtol=1e-5)
+    # Hand case from the docstring: two tags at 0.5, 2 log 2.
+    np.testing.assert_allclose(float(MultiLabelLogisticLoss()([[1.0, 0.0]], [[0.5, 0.5]])), 2 * np.log(2), rtol=1e-6)
+    # Keras' BinaryCrossentropy is the same loss divided by the C tags.
+    np.testing.assert_allclose(float(keras.losses.BinaryCrossentropy()(user_tags, tag_probs)) * 7, reference,
+                               rtol=1e-5)
+    # Probabilities of exactly 0 and 1 are clipped as Keras clips them: finite.
+    assert np.isfinite(float(MultiLabelLogisticLoss()([[1.0, 0.0]], [[0.0, 1.0]])))
+
+
+def test_bce_user_error_is_the_stage1_loss():
+    from wsnn.losses import MultiLabelLogisticLoss
+
+    rng = np.random.default_rng(6)
+    user_tags = (rng.random((8, 5)) < 0.3).astype(np.float32)
+    tag_probs = rng.uniform(0.05, 0.95, size=(8, 5)).astype(np.float32)
+    features = rng.normal(size=(8, 3)).astype(np.float32)
+    terms = WeaklySupervisedLoss(_random_table(rng, 5), group_size=4, lambda1=0.0, lambda2=1.0, lambda_vis=0.0,
+                                 user_error="bce")(features, tag_probs, user_tags)
+    np.testing.assert_allclose(float(terms["total"]), float(MultiLabelLogisticLoss()(user_tags, tag_probs)),
+                               rtol=1e-6)

@@ -407,3 +407,43 @@ def test_multi_cnn_same_budget_runs_stage2_steps_with_the_logistic_loss(tmp_path
     for name in ("train_idx", "valid_idx", "eval_idx", "refined"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(result, name))
     assert loaded.eval_tag_probs is None and result.eval_tag_probs is None  # no labels
+
+
+class _Stage1Indices(Hook):
+    """Records the training-image indices of every stage-1 batch."""
+
+    def __init__(self):
+        self.stage1 = []
+
+    def before_step(self, trainer, context):
+        if context.stage == 1:
+            self.stage1.append(context.idx)
+
+
+def test_stage1_starts_from_the_linear_probe_and_checks_every_n_steps(tmp_path, two_cpu_strategy):
+    """The head set from the probe scores, as stage 1's epoch 0, the validation mAP the probe search
+    measured for the chosen C; stage 1 runs --stage1_steps rounded up to whole checks of
+    --validate_every_steps, reading passes over the training images that are each a permutation."""
+    from wsnn.config import TrainConfig
+    from wsnn.training.trainer import Trainer
+
+    config = TrainConfig.make(workdir=str(tmp_path), task="refinement", validation_fraction=0.25,
+                              stage1_steps=7, validate_every_steps=3, stage2_epochs=0, batch_size=8,
+                              group_size=4, num_candidates=6, alpha=0.0, num_devices=2, patience=0,
+                              lr_schedule="cosine", warmup_steps=2, learning_rate=0.05)
+    batches = _Stage1Indices()
+    trainer = Trainer(config, _labelled_dataset(), "refinement", two_cpu_strategy, hooks=[batches])
+    summary = trainer.run().summary
+    start = summary["selection"]["stage1_start"]
+    assert start["head_init"] == "linear_probe" and len(start["trials"]) == 4
+    chosen = [t["validation_mAP"] for t in start["trials"] if t["C"] == start["C"]][0]
+    assert chosen == max(t["validation_mAP"] for t in start["trials"])
+    epoch0 = [r for r in summary["history"] if r["stage"] == 1 and r["epoch"] == 0][0]
+    np.testing.assert_allclose(epoch0["validation"]["mAP"], chosen, atol=1e-5)
+    assert [r["epoch"] for r in summary["history"] if r["stage"] == 1] == [0, 1, 2, 3]
+    assert summary["steps"]["stage1_per_check"] == 3 and len(batches.stage1) == 9
+    assert summary["selection"]["stage1_tag_std"] > 0
+    # 9 steps of 8 = 72 positions = 1.5 passes over the 48 images: the first pass is a permutation.
+    stream = np.concatenate(batches.stage1)
+    np.testing.assert_array_equal(np.sort(stream[:48]), np.arange(48))
+    assert len(np.unique(stream[48:])) == 24

@@ -5,10 +5,14 @@
 For each seed, every method sees the same data, split (training,
 validation, evaluated images; see `wsnn.training.state.split`) and features:
   annotation  RandomGuess, KNN, TagVote, CCA, NMF, TagProp, TagFeature,
-              TagExample, Multi-CNN (phi_0), Multi-CNN (same budget), ours
-              [, ours with the variant]
-  refinement  UserTags, TagCooccur, TagVote, RPCA, Multi-CNN (phi_0),
-              Multi-CNN (same budget), ours [, ours with the variant]
+              TagExample, Linear probe, Multi-CNN (phi_0), Multi-CNN (same
+              budget), ours [, ours with the variant]
+  refinement  UserTags, TagCooccur, TagVote, RPCA, Linear probe, Multi-CNN
+              (phi_0), Multi-CNN (same budget), ours [, ours with the variant]
+"Linear probe" is a per-tag logistic regression on the pretrained
+features, its L2 strength chosen on the validation split
+(`wsnn.linear_probe`, the fit that starts phi_0's head): the floor every
+network row must clear.
 KNN, TagVote, the compared methods (CCA, NMF, TagProp, TagFeature,
 TagExample; each in its module of `wsnn.baselines`) and RPCA's image graph
 use the *pretrained* backbone's features (the `--weights` file: ImageNet
@@ -60,17 +64,18 @@ import numpy as np
 import scipy.sparse
 
 from wsnn import config as config_lib
-from wsnn import flags_lib, io_utils, metrics, tf_start
+from wsnn import flags_lib, io_utils, linear_probe, metrics, tf_start
 from wsnn.baselines import cca, knn, nmf, rpca, tagcooccur, tagexample, tagfeature, tagprop, tagvote, trivial
 from wsnn.config import field
 from wsnn.data import preparation
 
 METRICS = ("miAP", "mAP", "MicroAUC", "MacroAUC")
 ANNOTATION_METHODS = ("RandomGuess", "KNN", "TagVote", "KNN (phi_0 features)", "TagVote (phi_0 features)",
-                      "CCA", "NMF", "TagProp", "TagFeature", "TagExample",
+                      "CCA", "NMF", "TagProp", "TagFeature", "TagExample", "Linear probe",
                       "Multi-CNN", "Multi-CNN (same budget)", "Ours", "Ours (bce)",
                       "Multi-CNN (true labels)")
-REFINEMENT_METHODS = ("UserTags", "TagCooccur", "TagVote", "TagVote (phi_0 features)", "RPCA", "Multi-CNN",
+REFINEMENT_METHODS = ("UserTags", "TagCooccur", "TagVote", "TagVote (phi_0 features)", "RPCA", "Linear probe",
+                      "Multi-CNN",
                       "Multi-CNN (same budget)", "Ours", "Ours (bce)")
 GRID_KEYS = ("lambda1", "lambda2", "alpha", "stage2_learning_rate", "user_error")
 
@@ -276,13 +281,13 @@ def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=
     results = {}
     for task in ("annotation", "refinement"):
         if bench.baselines_only:
-            train_idx, _, eval_idx = state.split(dataset.num_images, task, config.data.train_fraction, seed,
-                                                 config.data.validation_fraction)
+            train_idx, valid_idx, eval_idx = state.split(dataset.num_images, task, config.data.train_fraction,
+                                                         seed, config.data.validation_fraction)
             rows, phi0 = {}, None
         else:
             ours, rows = network_rows(config, dataset, task, strategy, variant, bench.convention,
                                       (earlier or {}).get(task, {}))
-            train_idx, eval_idx, phi0 = ours.train_idx, ours.eval_idx, ours.phi0
+            train_idx, valid_idx, eval_idx, phi0 = ours.train_idx, ours.valid_idx, ours.eval_idx, ours.phi0
             if task == "refinement":
                 results["neighbour_snapshots"] = ours.neighbour_snapshots
         if task == "annotation" and not bench.baselines_only:
@@ -293,8 +298,9 @@ def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=
             labels = dataset.labels[eval_idx]
             rows[name] = dict(_evaluate(result.eval_tag_probs, dataset, labels, bench.convention),
                               **_cost(result, use, (earlier or {}).get(task, {}).get(name)))
-        visual = phi0 if pretrained is None else {"train": pretrained[train_idx], "eval": pretrained[eval_idx]}
-        rows.update(baseline_rows(bench, dataset, task, train_idx, eval_idx, visual, phi0,
+        visual = phi0 if pretrained is None else {"train": pretrained[train_idx], "eval": pretrained[eval_idx],
+                                                  "valid": pretrained[valid_idx]}
+        rows.update(baseline_rows(bench, dataset, task, train_idx, valid_idx, eval_idx, visual, phi0,
                                   lambda train_set: tag_similarity_fn(train_set, config), seed))
         results[task] = rows
     return results
@@ -323,12 +329,13 @@ def network_rows(config, dataset, task, strategy, variant, convention, earlier):
     return ours, rows
 
 
-def baseline_rows(bench, dataset, task, train_idx, eval_idx, visual, phi0, tag_similarity_of, seed):
+def baseline_rows(bench, dataset, task, train_idx, valid_idx, eval_idx, visual, phi0, tag_similarity_of, seed):
     """Every method of one protocol that trains no network; returns {method: result}.
 
-    `visual`: {"train", "eval"} features of the neighbour methods and the compared methods (the
-    pretrained backbone's, or phi_0's without one); `phi0`: phi_0's features for the "(phi_0 features)"
-    rows, or None; `tag_similarity_of(train_set)`: xi (RPCA's tag graph, CCA's stand-in for word vectors).
+    `visual`: {"train", "eval"[, "valid"]} features of the neighbour methods and the compared methods
+    (the pretrained backbone's with "valid", or phi_0's without one); `phi0`: phi_0's features for the
+    "(phi_0 features)" rows, or None; `tag_similarity_of(train_set)`: xi (RPCA's tag graph, CCA's
+    stand-in for word vectors). "Linear probe" needs the pretrained features and a validation split.
     """
     convention = bench.convention
     distance = metrics.CONVENTIONS[convention]["distance"]
@@ -349,6 +356,16 @@ def baseline_rows(bench, dataset, task, train_idx, eval_idx, visual, phi0, tag_s
                                       train_users=train_set.users, exclude_self=refine, distance=distance)
 
     with_phi0 = phi0 is not None and visual is not phi0
+
+    def probe_scores(query):
+        """The linear probe on the pretrained features, its C chosen on the validation split's mAP."""
+        valid_labels = dataset.labels[valid_idx]
+
+        def valid_score(tag_probs):
+            return metrics.evaluate(dataset.label_scores(tag_probs), valid_labels, **_metric_options(convention))["mAP"]
+        probe = linear_probe.fit(visual["train"], train_set.user_tags, visual["valid"], valid_score)
+        return probe.predict(query)
+    with_probe = "valid" in visual and len(valid_idx) > 0
     if task == "annotation":
         with PeakMemory() as use:
             random_guess = trivial.random_guess(labels, seed=seed, **_metric_options(convention))[0]
@@ -372,6 +389,8 @@ def baseline_rows(bench, dataset, task, train_idx, eval_idx, visual, phi0, tag_s
         add("TagExample", lambda: tagexample.tagexample_scores(
             train_x, train_g, eval_x, num_positives=bench.tagexample_positives, vote_k=bench.tagvote_k,
             train_users=train_set.users, distance=distance, seed=seed))
+        if with_probe:
+            add("Linear probe", lambda: probe_scores(eval_x))
     else:
         # Refinement scores every image; the evaluated ones are those outside the validation split.
         def add_refined(name, fn):
@@ -384,6 +403,8 @@ def baseline_rows(bench, dataset, task, train_idx, eval_idx, visual, phi0, tag_s
         add_refined("RPCA", lambda: rpca.rpca_refine(train_set.user_tags, features=visual["train"],
                                                      tag_similarity=tag_similarity_of(train_set),
                                                      lam=bench.rpca_lam, max_iter=bench.rpca_max_iter)[0])
+        if with_probe:
+            add_refined("Linear probe", lambda: probe_scores(visual["train"]))
     return rows
 
 

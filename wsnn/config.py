@@ -75,6 +75,9 @@ STRATEGIES = ("mirrored", "multi_worker")
 MAX_LEARNING_RATE = 10.0
 USER_ERRORS = ("l1", "bce")
 STAGE2_OBJECTIVES = ("ours", "multi_cnn")
+LR_SCHEDULES = ("staircase", "cosine")
+HEAD_INITS = ("linear_probe", "random")
+BATCH_NORMS = ("train", "frozen")
 
 
 class _Group:
@@ -110,19 +113,41 @@ class ModelConfig(_Group):
     weights: str = field("none", "Backbone start: none (random), imagenet (vgg16; downloads: online "
                                  "only), or a local file: Keras' VGG16 notop .h5 for vgg16, or the "
                                  ".npz of `python -m wsnn.pretrain` for small_cnn.")
+    head_init: str = field("linear_probe", "Stage 1's tag head: linear_probe (a per-tag logistic regression "
+                                           "on the starting backbone's frozen features, its L2 strength "
+                                           "chosen on validation mAP; then the whole network fine-tunes) "
+                                           "or random.", choices=HEAD_INITS)
+    batch_norm: str = field("train", "Batch norm: train (batch statistics in training steps, moving "
+                                     "averages updated) or frozen (inference mode with the starting "
+                                     "weights' statistics and scale, the Keras transfer-learning recipe).",
+                            choices=BATCH_NORMS)
 
 
 @dataclasses.dataclass(frozen=True)
 class ScheduleConfig(_Group):
     """How long and how fast each stage trains, and how its best epoch is kept.
 
-    Epochs are given by the user and turned into steps once. A stage-1 epoch
-    is ceil(N / s) steps (every training image once); a stage-2 epoch is
-    ceil(N / (s / m)) steps, so that every training image is an anchor once
-    (Algorithm 1), i.e. m times as many images as a stage-1 epoch.
+    Durations are steps inside the trainer; the user gives epochs or, for
+    stage 1, steps. A stage-1 epoch is ceil(N / s) steps (every training
+    image once); a stage-2 epoch is ceil(N / (s / m)) steps, so that every
+    training image is an anchor once (Algorithm 1), i.e. m times as many
+    images as a stage-1 epoch. Stage 1 is scored on the validation split
+    every `validate_every_steps` steps (default: every epoch); its patience
+    counts those checks.
     """
 
     stage1_epochs: int = field(30, "Epochs of stage 1 (phi_0, the Multi-CNN baseline).", bounds="[0, inf)")
+    stage1_steps: int = field(0, "Stage-1 length in steps (0: --stage1_epochs epochs); rounded up to whole "
+                                 "validation checks.", bounds="[0, inf)")
+    validate_every_steps: int = field(0, "Stage 1: score the validation split (and keep the best weights) "
+                                         "every this many steps; 0: every epoch.", bounds="[0, inf)")
+    lr_schedule: str = field("staircase", "staircase (the paper's: divide by 1/lr_decay_factor every "
+                                          "lr_decay_epochs epochs) or cosine (linear warm-up over "
+                                          "--warmup_steps, then a half cosine to 0 at the end of the "
+                                          "stage's steps).", choices=LR_SCHEDULES)
+    warmup_steps: int = field(0, "cosine: warm-up steps at the start of each stage.", bounds="[0, inf)")
+    min_steps: int = field(0, "A stage never stops on patience before this many of its steps.",
+                           bounds="[0, inf)")
     stage2_epochs: int = field(30, "Epochs of stage 2 (the three constraints).", bounds="[0, inf)")
     batch_size: int = field(64, "s, images per step.", bounds="[1, inf)")
     learning_rate: float = field(0.001, "SGD learning rate at the start of each stage.",
@@ -133,12 +158,18 @@ class ScheduleConfig(_Group):
                                  bounds="[1, inf)")
     lr_decay_factor: float = field(0.1, "Learning-rate decay factor.", bounds="[0, inf)")
     momentum: float = field(0.9, "SGD momentum.", bounds="[0, inf)")
-    patience: int = field(3, "Stop a stage after this many epochs without a better validation mAP "
-                             "(0: run every epoch); the best epoch is kept either way.", bounds="[0, inf)")
+    patience: int = field(3, "Stop a stage after this many validation checks (stage 1) or epochs (stage "
+                             "2) without a better validation mAP (0: run them all); the best is kept "
+                             "either way.", bounds="[0, inf)")
     stage2_objective: str = field("ours", "ours (L_final on Algorithm 1 batches) or multi_cnn (stage 1's "
                                           "logistic loss on shuffled batches for the same number of "
                                           "steps: the 'Multi-CNN, same budget' baseline).",
                                   choices=STAGE2_OBJECTIVES)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.warmup_steps and self.lr_schedule != "cosine":
+            raise ValueError(f"--warmup_steps={self.warmup_steps}: needs --lr_schedule=cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,9 +287,10 @@ class TrainConfig:
 
     Model selection: with labels and `data.validation_fraction` > 0, a
     validation split of the training images (see `training.state.split`)
-    scores every epoch; each stage keeps its best epoch by validation mAP
-    (stage 2 may keep none of its epochs: phi_0 itself) and stops after
-    `schedule.patience` epochs without a better one.
+    scores every epoch (stage 1: every `schedule.validate_every_steps`
+    steps); each stage keeps its best by validation mAP (stage 1 may keep
+    the linear-probe start, stage 2 none of its epochs: phi_0 itself) and
+    stops after `schedule.patience` checks without a better one.
     """
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)

@@ -6,7 +6,8 @@
   moves the network.
 * `prediction_spread`: the per-tag standard deviation of P over images
   (averaged over tags) and the share of scores below 0.05: a collapse of the
-  refined scores toward a constant shows as both.
+  refined scores toward a constant shows as both; `low_spread_warning`
+  words it for phi_0 after stage 1.
 * `neighbour_label_share`: the share of selected neighbours that share at
   least one ground-truth label with their anchor. Labels are used only to
   monitor; nothing is selected on it.
@@ -16,9 +17,13 @@ import numpy as np
 import scipy.sparse
 import tensorflow as tf
 
-__all__ = ["TERMS", "term_gradient_norms", "prediction_spread", "neighbour_label_share"]
+__all__ = ["TERMS", "term_gradient_norms", "prediction_spread", "low_spread_warning", "neighbour_label_share"]
 
 TERMS = ("visual_consistency", "semantic_dependency", "user_error")
+# phi_0's per-tag spread of predictions (std over images, mean over tags) below which stage 1 is
+# taken to predict the tag priors, i.e. not to have learnt (FashionTags: ~.012 for such a phi_0,
+# ~.085 for the untrained head, > .05 after a stage 1 that learnt).
+MIN_TAG_STD = 0.02
 
 
 def term_gradient_norms(final_loss, features, logits, user_tags):
@@ -59,6 +64,15 @@ def prediction_spread(tag_probs, low=0.05):
     tag_probs = np.asarray(tag_probs, np.float64)
     return {"tag_std": float(tag_probs.std(axis=0).mean()),
             f"share_below_{low:g}": float(np.mean(tag_probs < low))}
+
+
+def low_spread_warning(tag_probs, threshold=MIN_TAG_STD):
+    """A one-line warning when phi_0's predictions hardly vary from image to image, else None."""
+    spread = prediction_spread(tag_probs)["tag_std"]
+    if spread >= threshold:
+        return None
+    return (f"phi_0's per-tag prediction spread is {spread:.3f} (< {threshold:g}): stage 1 predicts about each "
+            "tag's prior; raise --learning_rate or --stage1_steps, or use --head_init=linear_probe")
 
 
 def neighbour_label_share(indices, labels, group_size):

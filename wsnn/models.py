@@ -102,7 +102,7 @@ def source_features(model, source, chunk=512):
                            for i in range(0, source.num_images, chunk)])
 
 
-def build_model(backbone, num_tags, input_shape, weights="none"):
+def build_model(backbone, num_tags, input_shape, weights="none", freeze_batch_norm=False):
     """Builds the annotation network.
 
     Args:
@@ -111,6 +111,8 @@ def build_model(backbone, num_tags, input_shape, weights="none"):
       input_shape: (S, S, channels) of the uint8-valued input images.
       weights: "none"; a backbone-weights .npz (see the module docstring;
         any backbone); for vgg16 also "imagenet" or Keras' VGG16 notop .h5.
+      freeze_batch_norm: batch norm layers not trainable, which in Keras 3
+        also runs them in inference mode (moving statistics, never updated).
 
     Returns:
       A keras.Model from images to {"features", "tag_probs"}.
@@ -135,6 +137,10 @@ def build_model(backbone, num_tags, input_shape, weights="none"):
     model = keras.Model(images, {"features": features, "tag_probs": tag_probs}, name=f"wsnn_{backbone}")
     if from_npz:
         load_backbone_weights(model, weights, backbone)
+    if freeze_batch_norm:
+        for layer in model.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
     return model
 
 

@@ -138,15 +138,16 @@ class NeighbourSnapshots(Hook):
 
 class Select(Hook):
     """Validation and selection (`wsnn.training.selection`): epoch 0 at the stage's start, every
-    epoch after, the best epoch restored at the end; stops the stage after --patience epochs
-    without a better validation mAP."""
+    epoch (stage 1: validation check) after, the best restored at the end; stops the stage after
+    --patience of them without a better validation mAP, once the stage has run --min_steps."""
 
     def begin_stage(self, trainer, stage):
         if trainer.state.at_start_of_stage():
             self._select(trainer, stage, 0)
 
     def end_epoch(self, trainer, stage, epoch):
-        return self._select(trainer, stage, epoch + 1)
+        stop = self._select(trainer, stage, epoch + 1)
+        return stop and (epoch + 1) * trainer.steps_per_epoch[stage] >= trainer.config.schedule.min_steps
 
     def end_stage(self, trainer, stage):
         trainer.selection.restore_best(stage)

@@ -118,7 +118,7 @@ def run_stage(trainer, stage, epochs, next_batch, hooks):
         state.save()
         if any(stop):
             trainer.log(f"stage {stage}: no better validation mAP for {trainer.config.schedule.patience} "
-                        "epoch(s); stopping")
+                        f"{'check' if stage == 1 else 'epoch'}(s); stopping")
             break
     for hook in hooks:
         hook.end_stage(trainer, stage)

@@ -4,7 +4,8 @@ Files (written atomically, the chief only): metrics.json (written last: its
 presence means the task is finished), refined_tags.npz and refined_tags.tsv
 (`wsnn.refined_tags`), evaluated_tag_probs.npz, history.json,
 stage1_metrics.json, candidates.npy, phi0_features.npz
-(--save_stage1_features), neighbour_snapshots.json, config.json, flags.txt,
+(--save_stage1_features), neighbour_snapshots.json, head_init.json (the
+linear probe that started stage 1's head), config.json, flags.txt,
 data_identity.json, checkpoints/, best/, phi0/ and export/<version>/.
 Only this module and the trainer know these names; callers (the benchmark)
 use `TaskResult`.
@@ -27,6 +28,7 @@ CANDIDATES = "candidates.npy"
 PHI0 = "phi0_features.npz"
 SNAPSHOTS = "neighbour_snapshots.json"
 EVALUATED = "evaluated_tag_probs.npz"
+HEAD_INIT = "head_init.json"
 
 
 @dataclasses.dataclass
@@ -162,7 +164,7 @@ def write_outputs(trainer, digest):
                        tag_sets=tag_sets.tag_sets(refined, thresholds))
     split = write_evaluated(trainer, eval_probs)
 
-    result = dict(trainer.stage1_metrics)
+    result = {"Multi-CNN": trainer.stage1_metrics["Multi-CNN"]}
     result["Ours"] = None if eval_probs is None else label_metrics(eval_probs, trainer.eval_set, dataset)
     if trainer.task == "refinement" and dataset.labels is not None:
         result["UserTags"] = metrics.evaluate(trivial.user_tags_scores(trainer.eval_set), trainer.eval_set.labels,
@@ -179,9 +181,12 @@ def write_outputs(trainer, digest):
         "tag_sets": sets,
         "selection": {"validation_images": len(trainer.valid_idx), "criterion": "validation mAP",
                       "patience": config.schedule.patience,
-                      "stage1_epoch": selection.best_epoch(1), "stage2_epoch": selection.best_epoch(2)},
+                      "stage1_epoch": selection.best_epoch(1), "stage2_epoch": selection.best_epoch(2),
+                      "stage1_start": trainer.head_init or {"head_init": "random"},
+                      "stage1_tag_std": trainer.stage1_metrics.get("tag_std")},
         "history": selection.history,
         "steps": {"stage1_per_epoch": trainer.steps_per_epoch[1], "stage2_per_epoch": trainer.steps_per_epoch[2],
+                  "stage1_per_check": trainer.steps_per_epoch[1],
                   "completed": trainer.state.global_step()},
         "train_images": len(trainer.train_idx),
         "validation_images": len(trainer.valid_idx),

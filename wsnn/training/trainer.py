@@ -1,6 +1,10 @@
 """One task's training (the paper's Algorithm 2), assembled from the parts of `wsnn.training`.
 
-    stage 1  multi-label logistic loss on the user tags G; then phi_0's
+    stage 1  the tag head starts from a linear probe on the starting
+             backbone's frozen features (--head_init); then the multi-label
+             logistic loss on the user tags G (summed over tags) fine-tunes
+             the whole network, scored on the validation split every
+             --validate_every_steps steps; then phi_0's
              features of all training images give each image its M nearest
              candidates Z (`wsnn.search`; optionally in the first
              --candidate_dims principal components);
@@ -29,13 +33,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wsnn import diagnostics, losses, models, neighbours, search, similarity
+from wsnn import diagnostics, linear_probe, losses, models, neighbours, search, similarity
 from wsnn import serving
 from wsnn.data import dataset as dataset_lib
 from wsnn.data import decoded as decoded_lib
 from wsnn.data import pipeline
 from wsnn.training import distribute, hooks as hooks_lib, loop, outputs, selection as selection_lib
-from wsnn.training import state as state_lib
+from wsnn.training import schedules, state as state_lib
 from wsnn.training.steps import Steps
 
 
@@ -90,27 +94,34 @@ class Trainer:
         self.eval_source = self.source(self.eval_idx, self.eval_set)
         self.valid_source = self.source(self.valid_idx, self.valid_set) if self.valid_set is not None else None
         self.input_shape = self.train_source.get([0]).shape[1:]
-        # Stage 1: every image once; stage 2 (Algorithm 1): every image an anchor once, s/m per step.
-        self.steps_per_epoch = {1: -(-n // batch_size), 2: -(-n // (batch_size // group_size))}
+        sched = config.schedule
+        # The loop's unit ("epoch", between validation checks): stage 1 every image once or
+        # --validate_every_steps steps; stage 2 (Algorithm 1) every image an anchor once, s/m per step.
+        data_epoch = -(-n // batch_size)
+        self.steps_per_epoch = {1: sched.validate_every_steps or data_epoch,
+                                2: -(-n // (batch_size // group_size))}
+        stage1_steps = sched.stage1_steps or sched.stage1_epochs * data_epoch
+        self.epochs = {1: -(-stage1_steps // self.steps_per_epoch[1]), 2: sched.stage2_epochs}
         self.user_tags = self.train_set.user_tags.toarray().astype(np.float32)
 
-        sem, sched, loss = config.semantics, config.schedule, config.loss
+        sem, loss = config.semantics, config.loss
         tag_similarity, _ = similarity.tag_similarity(
             self.train_set, sem.alpha, sem.similarity_measure, sem.ic_file or None,
             cache_dir=os.path.join(config.runtime.workdir, "prepared", "cache"))
         with strategy.scope():
             keras.utils.set_random_seed(config.runtime.seed)
             self.model = models.build_model(config.model.backbone, dataset.num_tags, self.input_shape,
-                                            config.model.weights)
+                                            config.model.weights,
+                                            freeze_batch_norm=config.model.batch_norm == "frozen")
+            decay_steps = {1: sched.lr_decay_epochs * data_epoch, 2: sched.lr_decay_epochs * self.steps_per_epoch[2]}
             self.optimizers = [keras.optimizers.SGD(
-                keras.optimizers.schedules.ExponentialDecay(
-                    rate, sched.lr_decay_epochs * self.steps_per_epoch[stage], sched.lr_decay_factor,
-                    staircase=True),
+                schedules.make(sched.lr_schedule, rate, self.epochs[stage] * self.steps_per_epoch[stage],
+                               sched.warmup_steps, decay_steps[stage], sched.lr_decay_factor),
                 momentum=sched.momentum)
                 for stage, rate in ((1, sched.learning_rate), (2, sched.stage2_learning_rate or sched.learning_rate))]
             for optimizer in self.optimizers:
                 optimizer.build(self.model.trainable_variables)
-            self.logistic_loss = keras.losses.BinaryCrossentropy()
+            self.logistic_loss = losses.MultiLabelLogisticLoss()
             self.final_loss = losses.WeaklySupervisedLoss(
                 tag_similarity, group_size, loss.lambda1, loss.lambda2, loss.stop_gradient_through_similarity,
                 lambda_vis=loss.lambda_vis, user_error=loss.user_error)
@@ -134,6 +145,7 @@ class Trainer:
         # phi_0's features and evaluation tag probabilities (--save_stage1_features; on resuming: as saved).
         self.phi0 = outputs.read_phi0(self.dir)
         self.stage1_metrics = state_lib.read_json(os.path.join(self.dir, outputs.STAGE1_METRICS))
+        self.head_init = state_lib.read_json(os.path.join(self.dir, outputs.HEAD_INIT))
         self.neighbour_snapshots = state_lib.read_json(os.path.join(self.dir, outputs.SNAPSHOTS), [])
         # Per-epoch validation scores and diagnostics of both stages; the best epoch's weights of
         # the running stage are kept in best/.
@@ -272,7 +284,9 @@ class Trainer:
                      f"epoch {epoch + 1}, step {step})")
         schedule = self.config.schedule
         if int(self.state.stage) == 1:
-            loop.run_stage(self, 1, schedule.stage1_epochs, self._stage1_batch, self.hooks(1))
+            if self.state.at_start_of_stage() and self.config.model.head_init == "linear_probe":
+                self._init_head()
+            loop.run_stage(self, 1, self.epochs[1], self._stage1_batch, self.hooks(1))
             self._finish_stage1()
         if int(self.state.stage) == 2:
             if schedule.stage2_objective == "multi_cnn":
@@ -282,7 +296,7 @@ class Trainer:
                     self.candidates = np.load(os.path.join(self.dir, outputs.CANDIDATES))
                 self.batches = self._neighbour_batches()
                 next_batch = self._stage2_batch
-            loop.run_stage(self, 2, schedule.stage2_epochs, next_batch, self.hooks(2))
+            loop.run_stage(self, 2, self.epochs[2], next_batch, self.hooks(2))
             self.state.move_to(3)
             self.state.save()
         digest = state_lib.weights_digest(self.model)
@@ -319,10 +333,11 @@ class Trainer:
             raise ValueError(f"--warm_start_from: {source} has candidates for {len(candidates)} training "
                              f"images, this run has {len(self.train_idx)} (different data, split or seed)")
         state_lib.read_weights(self.model, os.path.join(source, "phi0"))
-        for name in (outputs.CANDIDATES, outputs.STAGE1_METRICS, outputs.PHI0):
+        for name in (outputs.CANDIDATES, outputs.STAGE1_METRICS, outputs.PHI0, outputs.HEAD_INIT):
             if self.chief and os.path.isfile(os.path.join(source, name)):
                 shutil.copyfile(os.path.join(source, name), os.path.join(self.dir, name))
         self.stage1_metrics = state_lib.read_json(os.path.join(source, outputs.STAGE1_METRICS))
+        self.head_init = state_lib.read_json(os.path.join(source, outputs.HEAD_INIT))
         self.phi0 = outputs.read_phi0(source)
         self.selection.history = [r for r in state_lib.read_json(os.path.join(source, outputs.HISTORY))
                                   if r["stage"] == 1]
@@ -330,9 +345,39 @@ class Trainer:
         self.state.move_to(2)
         self.state.save()
 
+    def _init_head(self):
+        """Linear probing before fine-tuning: the tag head set to per-tag logistic regressions on the
+        starting weights' features of the training images (`wsnn.linear_probe`; L2 strength chosen on
+        validation mAP). Stage 1's epoch 0 scores it, so selection may keep it as phi_0."""
+        started = time.perf_counter()
+        valid_features = valid_score = None
+        if self.valid_source is not None:
+            valid_features = self.features(self.valid_source)
+
+            def valid_score(tag_probs):
+                return outputs.label_metrics(tag_probs, self.valid_set, self.dataset)["mAP"]
+        probe = linear_probe.fit(self.features(self.train_source), self.user_tags, valid_features, valid_score)
+        head = self.model.get_layer(models.HEAD)
+        head.set_weights([probe.kernel.astype(np.float32), probe.bias.astype(np.float32)])
+        self.head_init = {"head_init": "linear_probe", "C": probe.c, "trials": probe.trials,
+                          "seconds": time.perf_counter() - started}
+        if self.chief:
+            outputs.write_json(self.dir, outputs.HEAD_INIT, self.head_init)
+        tried = ", ".join(f"{t['C']:g}: {t['validation_mAP']:.3f}" for t in probe.trials)
+        self.log(f"tag head from a linear probe on the starting features (C = {probe.c:g}"
+                 + (f"; validation mAP by C: {tried}" if tried else "") + f"; {self.head_init['seconds']:.1f} s)")
+
+    def _check_spread(self):
+        """One warning line when phi_0 predicts (nearly) the same for every image."""
+        probs = self.predict(self.valid_source if self.valid_source is not None else self.train_source)
+        warning = diagnostics.low_spread_warning(probs)
+        if warning:
+            self.log(f"warning: {warning}")
+        return diagnostics.prediction_spread(probs)["tag_std"]
+
     def _finish_stage1(self):
         """phi_0's metrics and the candidates Z, written before the checkpoint moves to stage 2."""
-        self.stage1_metrics = {"Multi-CNN": self.evaluate()}
+        self.stage1_metrics = {"Multi-CNN": self.evaluate(), "tag_std": self._check_spread()}
         if self.chief:
             outputs.write_json(self.dir, outputs.STAGE1_METRICS, self.stage1_metrics)
         neighbour = self.config.neighbours
@@ -369,23 +414,28 @@ class Trainer:
         return np.random.default_rng([self.config.runtime.seed, 0, epoch] + ([1, part] if part else [])).permutation(
             len(self.train_idx))
 
-    def _stage1_batch(self, epoch, step):
-        order = self._epoch_order(epoch)
-        s = self.config.schedule.batch_size
-        idx = np.take(order, np.arange(step * s, (step + 1) * s), mode="wrap")
+    def _shuffled_batch(self, start, order_of_pass):
+        """The batch at `start` of a stream of shuffled passes over the training images; pass p in
+        the order `order_of_pass(p)`."""
+        n, s = len(self.train_idx), self.config.schedule.batch_size
+        positions = np.arange(start, start + s)
+        passes = positions // n
+        idx = np.concatenate([np.take(order_of_pass(int(p)), positions[passes == p] % n)
+                              for p in np.unique(passes)])
         return self.train_source.get(idx), self.user_tags[idx], idx
+
+    def _stage1_batch(self, epoch, step):
+        """Stage 1 reads one stream of passes, pass p in its own seeded order, whatever the spacing
+        of the validation checks."""
+        start = (epoch * self.steps_per_epoch[1] + step) * self.config.schedule.batch_size
+        return self._shuffled_batch(start, self._epoch_order)
 
     def _plain_batch(self, epoch, step):
         """Stage-2 steps of the 'Multi-CNN, same budget' baseline: shuffled batches as in stage 1.
 
         A stage-2 epoch is m passes over the images; pass p of stage-2 epoch e has its own order."""
-        n, s = len(self.train_idx), self.config.schedule.batch_size
-        start = step * s
-        positions = np.arange(start, start + s)
-        passes = positions // n
-        idx = np.concatenate([np.take(self._epoch_order(epoch, 1 + int(p)), positions[passes == p] % n)
-                              for p in np.unique(passes)])
-        return self.train_source.get(idx), self.user_tags[idx], idx
+        return self._shuffled_batch(step * self.config.schedule.batch_size,
+                                    lambda p: self._epoch_order(epoch, 1 + p))
 
     def _stage2_batch(self, epoch, step):
         self.batches.set_epoch(epoch)
