@@ -279,15 +279,11 @@ def test_names_that_are_not_utf8_are_written_escaped_in_every_format():
 def test_cli_writes_valid_utf8_for_a_name_that_is_not(exported, tmp_path):
     root, _ = exported
     os.makedirs(tmp_path / "photos")
-    odd = os.path.join(str(tmp_path / "photos"), NOT_UTF8)
-    shutil.copy(root / "images" / "a.png", odd)
+    shutil.copy(root / "images" / "a.png", os.path.join(str(tmp_path / "photos"), NOT_UTF8))
+    # Under a strict UTF-8 stdout this was a UnicodeEncodeError; under surrogateescape a raw 0xFF.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONIOENCODING="utf-8")
-    runs = [subprocess.Popen([sys.executable, "-m", "wsnn.annotate", f"--model={root / 'export'}",
-                              f"--format={output_format}", str(tmp_path / "photos")],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-            for output_format in ("jsonl", "table")]
-    (jsonl, jsonl_err), (table, table_err) = [run.communicate(timeout=120) for run in runs]
-    assert [run.returncode for run in runs] == [0, 0], (jsonl_err + table_err)[-2000:]
-    shown = os.path.join(str(tmp_path / "photos"), "\\xff\\xfe.png")
-    assert json.loads(jsonl.decode("utf-8"))["image"] == shown
-    assert table.decode("utf-8").startswith(shown + "  ")
+    result = subprocess.run([sys.executable, "-m", "wsnn.annotate", f"--model={root / 'export'}", "--format=jsonl",
+                             str(tmp_path / "photos")], capture_output=True, env=env, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout.decode("utf-8"))["image"] == os.path.join(str(tmp_path / "photos"),
+                                                                             "\\xff\\xfe.png")

@@ -78,15 +78,13 @@ def test_seed_and_image_size_are_bounded_in_every_config():
         config_lib.TrainConfig.make(image_size=5000)
 
 
-def test_train_refuses_a_bad_seed_or_image_size_before_any_work(tmp_path):
-    runs = [subprocess.Popen([sys.executable, "-m", "wsnn.train", "--flagfile=flags/smoke.cfg",
-                              f"--workdir={tmp_path / 'run'}", flag], cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
-            for flag in ("--seed=-1", "--image_size=1")]
-    outputs = [run.communicate(timeout=120) for run in runs]
-    assert [run.returncode for run in runs] == [2, 2]
-    assert [err.strip().splitlines()[-1] for _, err in outputs] == [
-        "wsnn.train: config error: --seed=-1: must be in [0, 1e+09]",
+def test_train_refuses_an_image_size_below_the_backbones_pooling_before_any_work(tmp_path):
+    # It used to fail after 12 s with Keras' multi-line pooling error (the seed's bounds: above).
+    result = subprocess.run([sys.executable, "-m", "wsnn.train", "--flagfile=flags/smoke.cfg",
+                             f"--workdir={tmp_path / 'run'}", "--image_size=1"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
         "wsnn.train: config error: --image_size=1: small_cnn needs inputs of at least 4 x 4 pixels (it max-pools "
-        "2 x 2 twice before its global pooling)"]
+        "2 x 2 twice before its global pooling)")
     assert not (tmp_path / "run").exists()

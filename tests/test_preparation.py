@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from wsnn import io_utils
+from wsnn import wordnet as wordnet_lib
 from wsnn.data import preparation
 from wsnn.data.dataset import DataError
 
@@ -42,24 +43,28 @@ def _collection(root, tags_by_image):
     return str(root / "annotations.jsonl")
 
 
-def _config(tmp_path, wordnet, data_dir, **kwargs):
-    cache = wordnet.root.path.rsplit("/nltk_data/", 1)[0]
-    return preparation.PrepareConfig(source="jsonl", data_dir=data_dir, workdir=str(tmp_path / "run"),
-                                     wordnet_cache=cache, **kwargs)
+def _config(tmp_path, data_dir, **kwargs):
+    return preparation.PrepareConfig(source="jsonl", data_dir=data_dir, workdir=str(tmp_path / "run"), **kwargs)
 
 
-def test_no_tag_surviving_normalisation_is_one_line_before_anything_is_saved(tmp_path, wordnet):
+@pytest.fixture
+def shared_wordnet(wordnet, monkeypatch):
+    """The session's WordNet for `preparation.prepare` (loading it again takes seconds)."""
+    monkeypatch.setattr(wordnet_lib, "get_wordnet", lambda *args, **kwargs: wordnet)
+
+
+def test_no_tag_surviving_normalisation_is_one_line_before_anything_is_saved(tmp_path, shared_wordnet):
     path = _collection(tmp_path / "photos", [["nikond70", "dog"], [], [], []])
     # "nikond70" is not in WordNet; "dog" is on 1 of 4 images, under 0.5 of them.
     with pytest.raises(DataError) as info:
-        preparation.prepare(_config(tmp_path, wordnet, path, min_tag_fraction=0.5))
+        preparation.prepare(_config(tmp_path, path, min_tag_fraction=0.5))
     assert str(info.value) == (f"{path}: no tag survives normalisation: of 2 distinct tags, 1 are not in WordNet "
                                "and the other 1 are on fewer than 2 images (--min_tag_fraction=0.5); the tagger "
                                "needs at least one tag")
     assert not (tmp_path / "run" / "prepared").exists()
 
 
-def test_a_full_disk_names_the_prepared_directory(tmp_path, wordnet, monkeypatch):
+def test_a_full_disk_names_the_prepared_directory(tmp_path, shared_wordnet, monkeypatch):
     path = _collection(tmp_path / "photos", [["dog"], ["dog", "cat"], ["cat"]])
 
     def full_disk(*args, **kwargs):
@@ -67,7 +72,7 @@ def test_a_full_disk_names_the_prepared_directory(tmp_path, wordnet, monkeypatch
 
     monkeypatch.setattr(np, "savez", full_disk)
     with pytest.raises(OSError) as info:
-        preparation.prepare(_config(tmp_path, wordnet, path))
+        preparation.prepare(_config(tmp_path, path))
     prepared = os.path.abspath(tmp_path / "run" / "prepared")
     assert info.value.filename == prepared
     assert io_utils.os_error_line(info.value, "ignored") == f"{prepared}: No space left on device"
