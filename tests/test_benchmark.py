@@ -48,8 +48,9 @@ def test_a_rerun_over_finished_tasks_reports_the_same_numbers(results):
 
 def test_every_method_of_both_protocols_and_mean_std_over_seeds(results):
     _, out, stdout = results
-    # Without pretrained weights (--weights=none) the neighbour baselines use phi_0's features alone.
-    pretrained_only = {"KNN (phi_0 features)", "TagVote (phi_0 features)"}
+    # Without pretrained weights (--weights=none) the neighbour baselines use phi_0's features alone,
+    # and there is no linear probe on pretrained features (tested below on features given directly).
+    pretrained_only = {"KNN (phi_0 features)", "TagVote (phi_0 features)", "Linear probe"}
     assert set(out["table"]["annotation"]) == set(benchmark.ANNOTATION_METHODS) - pretrained_only
     assert set(out["table"]["refinement"]) == set(benchmark.REFINEMENT_METHODS) - pretrained_only
     for protocol, methods in out["table"].items():
@@ -218,3 +219,30 @@ def test_baselines_only_refuses_training_extras():
         benchmark.BenchmarkConfig(baselines_only=True, grid_search=True)
     with pytest.raises(ValueError, match="--convention=other: must be one of wsnn, jingwei"):
         benchmark.BenchmarkConfig(convention="other")
+
+
+def test_linear_probe_row_is_the_probe_fitted_on_training_and_chosen_on_validation_images():
+    from wsnn import linear_probe, metrics
+    from wsnn.data.dataset import from_tag_lists
+    from wsnn.training.state import split
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((60, 3)) < 0.4).astype(np.uint8)
+    names = ["sky", "sea", "dog"]
+    tags = [[names[j] for j in range(3) if labels[i, j] and rng.random() < 0.7] for i in range(60)]
+    dataset = from_tag_lists([str(i) for i in range(60)], tags, image_array=np.zeros((60, 4, 4), np.uint8))
+    dataset.labels, dataset.label_names = labels, names
+    dataset.label_to_tag = np.array([dataset.tag_names.index(n) for n in names])
+    features = labels @ rng.normal(size=(3, 8)) + rng.normal(scale=0.7, size=(60, 8))
+    train, valid, evaluated = split(60, "annotation", 0.5, 0, 0.25)
+    visual = {"train": features[train], "valid": features[valid], "eval": features[evaluated]}
+    bench = benchmark.BenchmarkConfig(knn_k=5, tagvote_k=10, tagprop_k=5, tagexample_positives=5)
+    rows = benchmark.baseline_rows(bench, dataset, "annotation", train, valid, evaluated, visual, None,
+                                   lambda train_set: np.eye(dataset.num_tags), 0)
+
+    def valid_map(tag_probs):
+        return metrics.evaluate(dataset.label_scores(tag_probs), labels[valid])["mAP"]
+    probe = linear_probe.fit(features[train], dataset.subset(train).user_tags, features[valid], valid_map)
+    expected = metrics.evaluate(dataset.label_scores(probe.predict(features[evaluated])), labels[evaluated])
+    assert rows["Linear probe"]["mAP"] == pytest.approx(expected["mAP"])
+    assert rows["Linear probe"]["mAP"] > rows["RandomGuess"]["mAP"] + 0.2  # the planted rule is found

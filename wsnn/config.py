@@ -145,7 +145,8 @@ class ScheduleConfig(_Group):
                                           "lr_decay_epochs epochs) or cosine (linear warm-up over "
                                           "--warmup_steps, then a half cosine to 0 at the end of the "
                                           "stage's steps).", choices=LR_SCHEDULES)
-    warmup_steps: int = field(0, "cosine: warm-up steps at the start of each stage.", bounds="[0, inf)")
+    warmup_steps: int = field(0, "cosine: warm-up steps at the start of stage 1 (stage 2 starts from the "
+                                 "trained phi_0 at its full rate).", bounds="[0, inf)")
     min_steps: int = field(0, "A stage never stops on patience before this many of its steps.",
                            bounds="[0, inf)")
     stage2_epochs: int = field(30, "Epochs of stage 2 (the three constraints).", bounds="[0, inf)")

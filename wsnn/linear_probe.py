@@ -89,7 +89,7 @@ def _fit(z, y, c, start, max_iter):
         return np.vstack([z.T @ weighted + v[:d] / (c * n), weighted.sum(axis=0, keepdims=True)]).ravel()
 
     result = scipy.optimize.minimize(objective, start.ravel(), jac=gradient, hessp=hessian_product,
-                                     method="Newton-CG", options={"maxiter": max_iter, "xtol": 1e-6})
+                                     method="Newton-CG", options={"maxiter": max_iter, "xtol": 1e-4})
     return result.x.reshape(d + 1, tags)
 
 

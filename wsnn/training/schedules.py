@@ -3,9 +3,9 @@
   staircase  the paper's: the rate divided by 1 / factor every `decay_steps`
              steps (`--lr_decay_epochs` turned into steps);
   cosine     linear warm-up over `warmup_steps` steps from rate / warmup to
-             the rate, then a half cosine down to 0 at `total_steps`, the
-             stage's step budget. A budget in steps gives 400 and 25,000
-             training images alike enough updates.
+             the rate (stage 1 only), then a half cosine down to 0 at
+             `total_steps`, the stage's step budget. A budget in steps gives
+             400 and 25,000 training images alike enough updates.
 
 Each stage has its own optimiser, whose `iterations` is the step count here.
 """

@@ -11,7 +11,6 @@ and the epoch, so a resumed run sees the same batches.
 """
 
 import hashlib
-import json
 import os
 
 import numpy as np
@@ -60,12 +59,8 @@ def split(num_images, task, train_fraction, seed, validation_fraction=0.0):
     return np.sort(order[count:cut]), np.sort(order[:count]), np.sort(order[cut:])
 
 
-def read_json(path, default=None):
-    """The JSON at `path`, or `default` when there is no such file."""
-    if not os.path.isfile(path):
-        return default
-    with open(path) as f:
-        return json.load(f)
+# The JSON at a path, or a default when there is no such file; a damaged file is one line naming it.
+read_json = io_utils.read_json
 
 
 def check_identity(task_dir, identity):

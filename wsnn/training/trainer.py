@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wsnn import diagnostics, linear_probe, losses, models, neighbours, search, similarity
+from wsnn import checks, diagnostics, linear_probe, losses, models, neighbours, search, similarity
 from wsnn import serving
 from wsnn.data import dataset as dataset_lib
 from wsnn.data import decoded as decoded_lib
@@ -76,6 +76,10 @@ class Trainer:
         self.valid_set = dataset.subset(self.valid_idx) if len(self.valid_idx) else None
         self.eval_set = dataset.subset(self.eval_idx)
         n = len(self.train_idx)
+        checks.training_data(batch_size, n, dataset.num_tags, config.model.backbone, config.data.image_size,
+                             data_image_size=(min(dataset.image_array.shape[1:3])
+                                              if dataset.image_array is not None else None),
+                             task=task)
         self.num_candidates = min(config.neighbours.num_candidates, n - 1)
         if group_size >= self.num_candidates:
             raise ValueError(f"--group_size={group_size}: needs more candidates than the "
@@ -116,7 +120,7 @@ class Trainer:
             decay_steps = {1: sched.lr_decay_epochs * data_epoch, 2: sched.lr_decay_epochs * self.steps_per_epoch[2]}
             self.optimizers = [keras.optimizers.SGD(
                 schedules.make(sched.lr_schedule, rate, self.epochs[stage] * self.steps_per_epoch[stage],
-                               sched.warmup_steps, decay_steps[stage], sched.lr_decay_factor),
+                               sched.warmup_steps if stage == 1 else 0, decay_steps[stage], sched.lr_decay_factor),
                 momentum=sched.momentum)
                 for stage, rate in ((1, sched.learning_rate), (2, sched.stage2_learning_rate or sched.learning_rate))]
             for optimizer in self.optimizers:
