@@ -84,17 +84,18 @@ GRID_KEYS = ("lambda1", "lambda2", "alpha", "stage2_learning_rate", "user_error"
 class BenchmarkConfig:
     """What the benchmark runs besides the training flags."""
 
-    seeds: int = field(5, "Repeats (seeds 0..n-1): split, initialisation and data order.")
+    seeds: int = field(5, "Repeats (seeds 0..n-1): split, initialisation and data order.", bounds="[1, 1000]")
     convention: str = field("wsnn", "Metric and neighbour conventions: wsnn (AP ties as one threshold, labels "
                                     "without positives left out of mAP, Euclidean neighbours) or jingwei (Li et "
                                     "al.'s benchmark: ties ranked by position, AP 0 for labels without "
                                     "positives, cosine neighbours). Applies to every row.",
                             choices=tuple(metrics.CONVENTIONS))
-    knn_k: int = field(50, "KNN: neighbours voting.")
-    tagvote_k: int = field(1000, "TagVote: neighbours voting (Li et al.'s benchmark: 1000).")
+    knn_k: int = field(50, "KNN: neighbours voting.", bounds="[1, inf)")
+    tagvote_k: int = field(1000, "TagVote: neighbours voting (Li et al.'s benchmark: 1000).", bounds="[1, inf)")
     rpca_lam: float = field(0.3, "RPCA: weight of the sparse error (1/sqrt(max(N, C)) empties A on sparse "
                                  "tag matrices; see BUILD_NOTES.md).")
-    rpca_max_iter: int = field(50, "RPCA: proximal-gradient iterations (jingwei's benchmark: 50).")
+    rpca_max_iter: int = field(50, "RPCA: proximal-gradient iterations (jingwei's benchmark: 50).",
+                               bounds="[1, inf)")
     tagprop_k: int = field(200, "TagProp: neighbours weighted.", bounds="[1, inf)")
     cca_dims: int = field(0, "CCA: dimensions of the common space (0: all, min(feature width, tags)).",
                           bounds="[0, inf)")
@@ -110,7 +111,7 @@ class BenchmarkConfig:
     grid_user_error: str = field("l1,bce", "One search per L_err: l1 (the paper's; row Ours) and bce (a "
                                            "variant; row Ours (bce)).")
     grid_stage2_epochs: int = field(1, "Stage-2 epochs of each trial (its best epoch, zero included, "
-                                       "scores it).")
+                                       "scores it).", bounds="[1, inf)")
     ablation: bool = field(False, "Train with each constraint alone (first seed).")
     baselines_only: bool = field(False, "Train no network: only the rows that need none (RandomGuess, "
                                         "UserTags, KNN, TagVote, TagCooccur, RPCA, CCA, NMF, TagProp, "
@@ -119,15 +120,11 @@ class BenchmarkConfig:
 
     def __post_init__(self):
         config_lib.check_fields(self)
-        if not self.rpca_lam > 0 or self.rpca_max_iter < 1:
-            raise ValueError("--rpca_lam must be > 0 and --rpca_max_iter >= 1")
-        if self.seeds < 1:
-            raise ValueError(f"--seeds={self.seeds}: must be >= 1")
+        if not self.rpca_lam > 0:
+            raise ValueError(f"--rpca_lam={self.rpca_lam}: must be > 0")
         if self.baselines_only and (self.grid_search or self.ablation):
             raise ValueError("--baselines_only trains no network, so it cannot run with --grid_search or "
                              "--ablation")
-        if self.grid_stage2_epochs < 1:
-            raise ValueError(f"--grid_stage2_epochs={self.grid_stage2_epochs}: must be >= 1")
         if not set(_strings(self.grid_user_error)) <= set(config_lib.USER_ERRORS) or not _strings(
                 self.grid_user_error):
             raise ValueError(f"--grid_user_error={self.grid_user_error}: a comma-separated list of "
