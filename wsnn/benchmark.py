@@ -227,6 +227,7 @@ def _evaluate(tag_scores, dataset, labels, convention="wsnn"):
     options = _metric_options(convention)
     scores = dataset.label_scores(tag_scores)
     result = metrics.evaluate(scores, labels, label_names=dataset.label_names, **options)
+    result["tag_std"] = float(np.asarray(tag_scores, np.float64).std(axis=0).mean())  # diagnostics.prediction_spread
     result["ap_per_label"] = [
         float(metrics.mean_average_precision(scores[:, [l]], labels[:, [l]], ties=options["ties"]))
         if labels[:, l].any() else None for l in range(labels.shape[1])]
@@ -507,7 +508,8 @@ def aggregate(per_seed):
             runs = [seed[protocol][method] for seed in per_seed]
             table[protocol][method] = {
                 key: [float(np.mean([r[key] for r in runs])), float(np.std([r[key] for r in runs]))]
-                for key in (*METRICS, "seconds", "peak_mib", "stage2_epoch") if all(key in r for r in runs)}
+                for key in (*METRICS, "tag_std", "seconds", "peak_mib", "stage2_epoch")
+                if all(key in r for r in runs)}
             if "ap_per_label" in runs[0]:
                 table[protocol][method]["ap_per_label_mean"] = [
                     None if any(r["ap_per_label"][l] is None for r in runs)
@@ -530,13 +532,15 @@ def format_tables(table, seeds, header):
     lines = [header, ""]
     for protocol, methods in (("annotation", ANNOTATION_METHODS), ("refinement", REFINEMENT_METHODS)):
         lines += [f"### {protocol.capitalize()} (mean +- std over {seeds} seed(s))", "",
-                  "| Method | miAP | mAP | MicroAUC | MacroAUC | time (s) | peak memory (MiB) | stage-2 epochs kept |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| Method | miAP | mAP | MicroAUC | MacroAUC | tag_std | time (s) | peak memory (MiB) | "
+                  "stage-2 epochs kept |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for method in methods:
             row = table[protocol].get(method)
             if row is None:
                 continue
             cells = [f"{row[m][0]:.3f} +- {row[m][1]:.3f}" for m in METRICS]
+            cells.append(f"{row['tag_std'][0]:.3f}" if "tag_std" in row else "-")
             cells.append(f"{row['seconds'][0]:.1f}" if "seconds" in row else "-")
             cells.append(f"{row['peak_mib'][0]:.0f}" if "peak_mib" in row else "-")
             cells.append(f"{row['stage2_epoch'][0]:.1f}" if "stage2_epoch" in row else "-")

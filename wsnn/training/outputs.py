@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from wsnn import io_utils, metrics, refined_tags, tag_sets
+from wsnn import diagnostics, io_utils, metrics, refined_tags, tag_sets
 from wsnn.baselines import trivial
 from wsnn.training import state as state_lib
 
@@ -111,8 +111,10 @@ def read_phi0(directory):
 
 
 def label_metrics(tag_probs, subset, dataset):
-    """The four metrics of tag probabilities P of `subset`'s images against its labels."""
-    return metrics.evaluate(dataset.label_scores(tag_probs), subset.labels, label_names=dataset.label_names)
+    """The four metrics of tag probabilities P of `subset`'s images against its labels, and P's
+    per-tag spread over the images (`tag_std`: near 0 when the model predicts each tag's prior)."""
+    return dict(metrics.evaluate(dataset.label_scores(tag_probs), subset.labels, label_names=dataset.label_names),
+                tag_std=diagnostics.prediction_spread(tag_probs)["tag_std"])
 
 
 def _tag_sets(trainer, refined, eval_probs):
@@ -205,11 +207,12 @@ def write_outputs(trainer, digest):
 
 def format_table(results):
     """The closing table: UserTags, Multi-CNN (phi_0) and ours for each task ({task: TaskResult})."""
-    lines = [f"{'Task':<11} {'Method':<10} {'miAP':>6} {'mAP':>6} {'MicroAUC':>9} {'MacroAUC':>9}"]
+    lines = [f"{'Task':<11} {'Method':<10} {'miAP':>6} {'mAP':>6} {'MicroAUC':>9} {'MacroAUC':>9} {'tag_std':>8}"]
     for task, result in results.items():
         for name in ("UserTags", "Multi-CNN", "Ours"):
             s = result.summary["metrics"].get(name)
             if s:
+                spread = f"{s['tag_std']:8.3f}" if "tag_std" in s else f"{'-':>8}"
                 lines.append(f"{task:<11} {name:<10} {s['miAP']:6.3f} {s['mAP']:6.3f} "
-                             f"{s['MicroAUC']:9.3f} {s['MacroAUC']:9.3f}")
+                             f"{s['MicroAUC']:9.3f} {s['MacroAUC']:9.3f} {spread}")
     return "\n".join(lines)
