@@ -84,7 +84,7 @@ GRID_KEYS = ("lambda1", "lambda2", "alpha", "stage2_learning_rate", "user_error"
 class BenchmarkConfig:
     """What the benchmark runs besides the training flags."""
 
-    seeds: int = field(5, "Repeats (seeds 0..n-1): split, initialisation and data order.", bounds="[1, 1000]")
+    seeds: int = field(5, "Repeats (seeds 0..n-1): split, initialisation and data order.", bounds="[1, inf)")
     convention: str = field("wsnn", "Metric and neighbour conventions: wsnn (AP ties as one threshold, labels "
                                     "without positives left out of mAP, Euclidean neighbours) or jingwei (Li et "
                                     "al.'s benchmark: ties ranked by position, AP 0 for labels without "
