@@ -183,9 +183,10 @@ def test_one_convention_flag_switches_metrics_and_distance_of_every_baseline_row
                                       baselines_only=True, convention=convention)
     config = config_lib.TrainConfig.make(train_fraction=0.5, validation_fraction=0.2, workdir="unused")
     out = benchmark.run_seed(config, bench, dataset, 0, None, lambda s, c: np.eye(s.num_tags), pretrained=features)
-    no_network = {"RandomGuess", "KNN", "TagVote", "CCA", "NMF", "TagProp", "TagFeature", "TagExample"}
+    no_network = {"RandomGuess", "KNN", "TagVote", "CCA", "NMF", "TagProp", "TagFeature", "TagExample",
+                  "Linear probe"}
     assert set(out["annotation"]) == no_network
-    assert set(out["refinement"]) == {"UserTags", "TagCooccur", "TagVote", "RPCA"}
+    assert set(out["refinement"]) == {"UserTags", "TagCooccur", "TagVote", "RPCA", "Linear probe"}
     # The rows are those of the trainer's split, scored under the convention's metric options with the
     # convention's neighbour distance.
     train, _, test = state.split(80, "annotation", 0.5, 0, 0.2)

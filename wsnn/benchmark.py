@@ -115,8 +115,8 @@ class BenchmarkConfig:
     ablation: bool = field(False, "Train with each constraint alone (first seed).")
     baselines_only: bool = field(False, "Train no network: only the rows that need none (RandomGuess, "
                                         "UserTags, KNN, TagVote, TagCooccur, RPCA, CCA, NMF, TagProp, "
-                                        "TagFeature, TagExample), on the pretrained features (needs "
-                                        "--weights), on the trainer's splits.")
+                                        "TagFeature, TagExample, Linear probe), on the pretrained features "
+                                        "(needs --weights), on the trainer's splits.")
 
     def __post_init__(self):
         config_lib.check_fields(self)
