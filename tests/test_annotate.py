@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from wsnn import annotate, models, serving, tagger
@@ -107,8 +108,15 @@ def test_library_errors(exported, tmp_path):
     assert results == [] and [f.kind for f in failures] == ["unmatched", "unmatched"]
 
 
+def test_the_commands_import_tensorflow_only_when_they_start_it():
+    # `main` starts TensorFlow quietly (wsnn.tf_start); importing a command must not load it first.
+    script = "import sys\nimport wsnn.annotate, wsnn.blend, wsnn.refine\nprint('tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
 def _cli(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # quiet by itself
     return subprocess.Popen([sys.executable, "-m", "wsnn.annotate", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 
@@ -134,6 +142,10 @@ def test_cli_skips_bad_files_and_reports_model_errors(exported, tmp_path):
     assert printed == [good[0], str(root / "images" / "sub" / "e.png"), str(root / "images" / "sub" / "f.png")]
     ours = [line for line in err.splitlines() if line.startswith("wsnn.annotate:")]
     assert len(ours) == 3
+    # Quiet start: none of TensorFlow's start-up notices, only ours and the one line about the CPU.
+    assert [line for line in err.splitlines() if line not in ours] == (
+        [] if tf.config.list_physical_devices("GPU") else
+        [f"no GPU found: TensorFlow runs on the CPU ({os.cpu_count()} cores)"]), err
     assert any(line.startswith(f"wsnn.annotate: skipped {corrupt}: ") for line in ours)
     assert any(line.startswith(f"wsnn.annotate: skipped {text}: ") for line in ours)
     assert any(line.startswith(f"wsnn.annotate: error: {tmp_path / 'nothing*.png'}: ") for line in ours)

@@ -123,7 +123,7 @@ def test_collection_without_tags_is_the_model_alone(collection, tmp_path, wordne
 
 def test_cli_prints_summary_under_both_names(collection, tmp_path):
     root, _ = collection
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # quiet by itself
     # wsnn.refine is the old name; both run at once (each spends most of its time importing TensorFlow).
     runs = [subprocess.Popen(
         [sys.executable, "-m", module, f"--model={root / 'export'}", f"--data={root / 'data' / 'annotations.jsonl'}",
@@ -138,6 +138,9 @@ def test_cli_prints_summary_under_both_names(collection, tmp_path):
         assert lines[2:] == [f"wrote {tmp_path / module / 'refined_tags.npz'}",
                              f"wrote {tmp_path / module / 'refined_tags.tsv'}"]
         assert ("old name of wsnn.blend" in err) == (module == "wsnn.refine")
+        # Quiet start: none of TensorFlow's start-up notices (the broken image's warning is ours).
+        notices = ("cpu_feature_guard", "oneDNN", "cuInit", "cudart", "before absl::InitializeLog")
+        assert not [line for line in err.splitlines() if any(n in line for n in notices)], err
     assert (tmp_path / "wsnn.blend" / "refined_tags.tsv").read_bytes() == (
         tmp_path / "wsnn.refine" / "refined_tags.tsv").read_bytes()
 

@@ -50,8 +50,8 @@ import sys
 
 import numpy as np
 
-from wsnn import checks, tagger
-from wsnn.data import images as images_lib
+from wsnn import checks, tf_start
+from wsnn.data.dataset import MAX_PIXELS
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 FORMATS = ("table", "json", "jsonl")
@@ -88,6 +88,8 @@ def expand_paths(args):
       sorted, duplicates dropped), and a Failure for every argument that
       yields no file.
     """
+    from wsnn import tagger
+
     files, failures, seen = [], [], set()
     for arg in args:
         if os.path.isfile(arg):
@@ -114,11 +116,14 @@ def expand_paths(args):
     return files, failures
 
 
-def check_files(paths, max_pixels=images_lib.MAX_PIXELS, workers=8):
+def check_files(paths, max_pixels=MAX_PIXELS, workers=8):
     """`images_lib.decode_error` of every file (in threads); returns (good paths, Failures).
 
     Interrupted (Ctrl-C), the files not yet started are dropped rather than waited for.
     """
+    from wsnn import tagger
+    from wsnn.data import images as images_lib
+
     pool = concurrent.futures.ThreadPoolExecutor(workers)
     try:
         errors = list(pool.map(lambda p: images_lib.decode_error(p, max_pixels), paths))
@@ -168,6 +173,8 @@ def annotate(model_path, paths, top_k=5, threshold=0.0, batch_size=32):
     checks.at_least_one(top_k=top_k)
     checks.in_unit_interval(threshold=threshold)
     checks.at_least_one(batch_size=batch_size)
+    from wsnn import tagger  # TensorFlow: imported here so that `main` can start it quietly first
+
     # The model first: a wrong --model should fail before minutes of decoding.
     loaded, metadata = tagger.load_model(model_path)
     tag_names = metadata["tag_names"]
@@ -203,6 +210,7 @@ def main(argv):
     """Annotates the images named on the command line."""
     from absl import flags
 
+    tf_start.start(log=lambda text: print(text, file=sys.stderr))  # stdout: the results
     config = flags.FLAGS
     try:
         if config.threshold > 0 and config["top_k"].present:

@@ -48,9 +48,8 @@ import sys
 
 import numpy as np
 
-from wsnn import checks, io_utils, refined_tags, tagger
+from wsnn import checks, io_utils, refined_tags, tf_start
 from wsnn import wordnet as wordnet_lib
-from wsnn.data import jsonl as jsonl_lib
 from wsnn.data import normalize
 
 
@@ -145,6 +144,9 @@ def blend(model_path, jsonl_path, out_dir, user_tag_weight=0.5, strict=False, wo
     checks.in_unit_interval(user_tag_weight=w)
     checks.at_least_one(top_k=top_k, batch_size=batch_size)
     check_out_dir(out_dir)
+    from wsnn import tagger  # TensorFlow: imported here so that `main` can start it quietly first
+    from wsnn.data import jsonl as jsonl_lib
+
     loaded, metadata = tagger.load_model(model_path)
     vocabulary = list(metadata["tag_names"])
     raw = jsonl_lib.load_jsonl(jsonl_path, strict=strict, max_pixels=metadata["max_pixels"])
@@ -196,6 +198,7 @@ def main(argv):
     from absl import flags
 
     del argv
+    tf_start.start(log=lambda text: print(text, file=sys.stderr))  # stdout: the results
     return run_blend(flags.FLAGS)
 
 

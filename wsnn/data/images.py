@@ -26,6 +26,7 @@ Pillow is not used here (the tests use it to write image files).
 import concurrent.futures
 import os
 import re
+import threading
 from stat import S_ISREG
 
 import numpy as np
@@ -164,6 +165,18 @@ def _check_head(head, max_pixels):
         return tf.constant(True)
 
 
+_traced = threading.Lock()
+
+
+def _trace_once():
+    """Traces the three functions above before their first call. tf.function caches a trace only
+    after it finishes: files checked in several threads at once would each trace them again (and
+    TensorFlow warns about retracing)."""
+    with _traced:
+        for function in (_head_size, _check_head, _decode_own):
+            function.get_concrete_function()
+
+
 class NotReadable(ValueError):
     """A path that `read_file` refuses to read: not a regular file, or too large."""
 
@@ -208,6 +221,7 @@ def read_file(path, max_pixels=MAX_PIXELS):
             raise NotReadable(f"{stat.st_size:,} bytes, more than the {max_file_bytes(max_pixels):,} that "
                               f"an image of at most {max_pixels:,} pixels needs")
         head = tf.constant(f.read(_HEAD_READ))
+        _trace_once()
         try:
             _head_size(head)
             readable = True
@@ -220,6 +234,7 @@ def read_file(path, max_pixels=MAX_PIXELS):
 
 def _decode_file(path, max_pixels):
     """`_decode_own` of a file (read by `read_file`); raises NotReadable, OSError or tf.errors.OpError."""
+    _trace_once()
     return _decode_own(tf.constant(read_file(path, max_pixels)), float(max_pixels))
 
 
