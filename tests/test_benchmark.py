@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from wsnn import benchmark
+from wsnn.benchmark import config as bench_config
+from wsnn.benchmark import grid, methods, networks, report, runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,11 +52,11 @@ def test_every_method_of_both_protocols_and_mean_std_over_seeds(results):
     # Without pretrained weights (--weights=none) the neighbour baselines use phi_0's features alone,
     # and there is no linear probe on pretrained features (tested below on features given directly).
     pretrained_only = {"KNN (phi_0 features)", "TagVote (phi_0 features)", "Linear probe"}
-    assert set(out["table"]["annotation"]) == set(benchmark.ANNOTATION_METHODS) - pretrained_only
-    assert set(out["table"]["refinement"]) == set(benchmark.REFINEMENT_METHODS) - pretrained_only
-    for protocol, methods in out["table"].items():
-        for method, row in methods.items():
-            for metric in benchmark.METRICS:
+    assert set(out["table"]["annotation"]) == set(methods.ANNOTATION_METHODS) - pretrained_only
+    assert set(out["table"]["refinement"]) == set(methods.REFINEMENT_METHODS) - pretrained_only
+    for protocol, table in out["table"].items():
+        for method, row in table.items():
+            for metric in report.METRICS:
                 values = [seed[protocol][method][metric] for seed in out["per_seed"]]
                 assert row[metric] == pytest.approx([np.mean(values), np.std(values)])
     assert "| TagCooccur |" in stdout and "### Refinement (mean +- std over 1 seed(s))" in stdout
@@ -67,10 +68,10 @@ def test_every_method_of_both_protocols_and_mean_std_over_seeds(results):
 
 def test_aggregate_is_mean_and_std_over_seeds():
     def seed(m, extra):
-        row = dict(zip(benchmark.METRICS, (m, m / 2, 0.5, 0.5)), seconds=extra, ap_per_label=[m, None])
+        row = dict(zip(report.METRICS, (m, m / 2, 0.5, 0.5)), seconds=extra, ap_per_label=[m, None])
         return {"annotation": {"KNN": row}, "refinement": {"KNN": dict(row, stage2_epoch=extra)}}
 
-    table = benchmark.aggregate([seed(0.2, 1.0), seed(0.4, 3.0), seed(0.9, 2.0)])
+    table = report.aggregate([seed(0.2, 1.0), seed(0.4, 3.0), seed(0.9, 2.0)])
     knn = table["annotation"]["KNN"]
     assert knn["miAP"] == pytest.approx([0.5, np.std([0.2, 0.4, 0.9])])   # np.std: population, ddof 0
     assert knn["mAP"] == pytest.approx([0.25, np.std([0.1, 0.2, 0.45])]) and knn["MicroAUC"] == [0.5, 0.0]
@@ -81,20 +82,20 @@ def test_aggregate_is_mean_and_std_over_seeds():
 
 def test_grid_search_is_coarse_to_fine_on_the_validation_split(results):
     workdir, out, _ = results
-    grid = out["grid_search"]
+    search = out["grid_search"]
     # lambda2 in {0.01, 1} at lambda1 = 0, then lambda1 = 0.1 at the better lambda2; one alpha.
     for user_error in ("bce",):
-        trials = [t for t in grid["trials"] if t["user_error"] == user_error]
+        trials = [t for t in search["trials"] if t["user_error"] == user_error]
         assert [(t["lambda1"], t["lambda2"]) for t in trials[:2]] == [(0.0, 0.01), (0.0, 1.0)]
-        first = benchmark.choose(trials[:2])
+        first = grid.choose(trials[:2])
         assert (trials[2]["lambda1"], trials[2]["lambda2"]) == (0.1, first["lambda2"]) and len(trials) == 3
-        best = benchmark.choose(trials)
-        assert grid["chosen"][user_error] == {k: best[k] for k in benchmark.GRID_KEYS}
+        best = grid.choose(trials)
+        assert search["chosen"][user_error] == {k: best[k] for k in grid.GRID_KEYS}
         # Each trial keeps its best stage-2 epoch (0 = phi_0 itself) by validation mAP.
         for t in trials:
             assert t["validation"]["mAP"] == max(t["validation_per_epoch"])
-    assert grid["validation_images"] == 2           # 10% of the 24 annotation training images
-    assert set(grid["chosen"]) == {"bce"}
+    assert search["validation_images"] == 2           # 10% of the 24 annotation training images
+    assert set(search["chosen"]) == {"bce"}
     assert (workdir / "benchmark" / "hparams" / "trial000").is_dir()
 
 
@@ -102,12 +103,12 @@ def test_choose_takes_the_better_validation_trial_and_the_first_of_equals():
     a = {"name": "a", "validation": {"mAP": 0.4}}
     b = {"name": "b", "validation": {"mAP": 0.5}}
     c = {"name": "c", "validation": {"mAP": 0.5}}
-    assert benchmark.choose([a, b])["name"] == "b" and benchmark.choose([b, a])["name"] == "b"
-    assert benchmark.choose([a, b, c])["name"] == "b"
+    assert grid.choose([a, b])["name"] == "b" and grid.choose([b, a])["name"] == "b"
+    assert grid.choose([a, b, c])["name"] == "b"
 
 
 def test_search_plan_is_coarse_to_fine():
-    first, then_lambda1, then_alpha = benchmark.search_plan([0, 0.1, 1], [1e-4, 1e-2], [0, 1, 3], [0.005, 0.05])
+    first, then_lambda1, then_alpha = grid.search_plan([0, 0.1, 1], [1e-4, 1e-2], [0, 1, 3], [0.005, 0.05])
     assert [(t["lambda1"], t["lambda2"], t["stage2_learning_rate"], t["alpha"]) for t in first] == [
         (0, 1e-4, 0.005, 1), (0, 1e-4, 0.05, 1), (0, 1e-2, 0.005, 1), (0, 1e-2, 0.05, 1)]
     best = dict(first[2])
@@ -117,12 +118,12 @@ def test_search_plan_is_coarse_to_fine():
 
 
 def test_ablation_variants_switch_off_the_other_terms():
-    variants = benchmark.ablation_variants({"user_error": "bce", "lambda2": 0.01})
+    variants = grid.ablation_variants({"user_error": "bce", "lambda2": 0.01})
     assert variants["L_vis only"] == dict(lambda_vis=1.0, lambda1=0.0, lambda2=0.0)
     assert variants["L_sem only"] == dict(lambda_vis=0.0, lambda2=0.0)
     assert variants["L_err only"] == dict(lambda_vis=0.0, lambda1=0.0)
     assert variants["L_err (bce) only"] == dict(user_error="bce", lambda2=0.01, lambda_vis=0.0, lambda1=0.0)
-    assert "L_err (bce) only" not in benchmark.ablation_variants(None)
+    assert "L_err (bce) only" not in grid.ablation_variants(None)
 
 
 def test_pictures(results):
@@ -149,7 +150,7 @@ def test_true_label_tags_replace_the_user_tags_by_the_labels_tags():
                              image_array=np.zeros((3, 4, 4), np.uint8),
                              labels=np.array([[0, 1, 1], [1, 0, 0], [0, 0, 1]], np.uint8),
                              label_names=["cat", "dog", "tree"], label_to_tag=[2, 0, -1])
-    upper = benchmark.true_label_tags(dataset)
+    upper = networks.true_label_tags(dataset)
     # a: labels dog (tag 0) and tree (no tag); b: cat (tag 2); c: tree only -> no tag.
     np.testing.assert_array_equal(upper.user_tags.toarray(), [[1, 0, 0], [0, 0, 1], [0, 0, 0]])
     np.testing.assert_array_equal(dataset.user_tags.toarray(), [[1, 1, 0], [0, 0, 0], [0, 1, 1]])
@@ -179,10 +180,10 @@ def test_one_convention_flag_switches_metrics_and_distance_of_every_baseline_row
     from wsnn.training import state
 
     dataset, features = _toy_set()
-    bench = benchmark.BenchmarkConfig(seeds=1, knn_k=5, tagvote_k=10, tagprop_k=10, tagexample_positives=20,
+    bench = bench_config.BenchmarkConfig(seeds=1, knn_k=5, tagvote_k=10, tagprop_k=10, tagexample_positives=20,
                                       baselines_only=True, convention=convention)
     config = config_lib.TrainConfig.make(train_fraction=0.5, validation_fraction=0.2, workdir="unused")
-    out = benchmark.run_seed(config, bench, dataset, 0, None, lambda s, c: np.eye(s.num_tags), pretrained=features)
+    out = runner.run_seed(config, bench, dataset, 0, None, lambda s, c: np.eye(s.num_tags), pretrained=features)
     no_network = {"RandomGuess", "KNN", "TagVote", "CCA", "NMF", "TagProp", "TagFeature", "TagExample",
                   "Linear probe"}
     assert set(out["annotation"]) == no_network
@@ -203,7 +204,7 @@ def test_one_convention_flag_switches_metrics_and_distance_of_every_baseline_row
         "TagProp": score(tagprop.tagprop_scores(features[train], g, features[test], k=10, distance=distance)),
     }
     for method, want in expected.items():
-        for metric in benchmark.METRICS:
+        for metric in report.METRICS:
             assert out["annotation"][method][metric] == pytest.approx(want[metric], abs=1e-12), (method, metric)
     knn_labels = dataset.label_scores(knn.knn_scores(features[train], g, features[test], k=5, distance=distance))
     assert out["annotation"]["KNN"]["ap_per_label"] == pytest.approx(
@@ -212,14 +213,14 @@ def test_one_convention_flag_switches_metrics_and_distance_of_every_baseline_row
     _, _, refined = state.split(80, "refinement", 0.5, 0, 0.2)
     user_tags = score(dataset.user_tags.toarray().astype(np.float32)[refined], refined)
     assert out["refinement"]["UserTags"]["mAP"] == pytest.approx(user_tags["mAP"], abs=1e-12)
-    assert benchmark.convention_line(convention).startswith(f"Convention: {convention} (")
+    assert report.convention_line(convention).startswith(f"Convention: {convention} (")
 
 
 def test_baselines_only_refuses_training_extras():
     with pytest.raises(ValueError, match="--baselines_only"):
-        benchmark.BenchmarkConfig(baselines_only=True, grid_search=True)
+        bench_config.BenchmarkConfig(baselines_only=True, grid_search=True)
     with pytest.raises(ValueError, match="--convention=other: must be one of wsnn, jingwei"):
-        benchmark.BenchmarkConfig(convention="other")
+        bench_config.BenchmarkConfig(convention="other")
 
 
 def test_linear_probe_row_is_the_probe_fitted_on_training_and_chosen_on_validation_images():
@@ -237,9 +238,9 @@ def test_linear_probe_row_is_the_probe_fitted_on_training_and_chosen_on_validati
     features = labels @ rng.normal(size=(3, 8)) + rng.normal(scale=0.7, size=(60, 8))
     train, valid, evaluated = split(60, "annotation", 0.5, 0, 0.25)
     visual = {"train": features[train], "valid": features[valid], "eval": features[evaluated]}
-    bench = benchmark.BenchmarkConfig(knn_k=5, tagvote_k=10, tagprop_k=5, tagexample_positives=5)
-    rows = benchmark.baseline_rows(bench, dataset, "annotation", train, valid, evaluated, visual, None,
-                                   lambda train_set: np.eye(dataset.num_tags), 0)
+    bench = bench_config.BenchmarkConfig(knn_k=5, tagvote_k=10, tagprop_k=5, tagexample_positives=5)
+    rows = methods.baseline_rows(bench, dataset, "annotation", (train, valid, evaluated), visual, None,
+                                 lambda train_set: np.eye(dataset.num_tags), 0)
 
     def valid_map(tag_probs):
         return metrics.evaluate(dataset.label_scores(tag_probs), labels[valid])["mAP"]
@@ -255,4 +256,19 @@ def test_linear_probe_row_is_the_probe_fitted_on_training_and_chosen_on_validati
     ("grid_stage2_epochs", 0, "--grid_stage2_epochs=0: must be >= 1"), ("rpca_lam", 0.0, "--rpca_lam=0.0: must be > 0")])
 def test_benchmark_counts_are_bounded(name, value, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        benchmark.BenchmarkConfig(**{name: value})
+        bench_config.BenchmarkConfig(**{name: value})
+
+
+def test_the_benchmark_trains_under_the_strategy_of_its_config(tmp_path, monkeypatch):
+    # --strategy=multi_worker reaches the benchmark's strategy: without a cluster (TF_CONFIG) it stops
+    # before any data is read, instead of silently running as one process.
+    from wsnn import config as config_lib
+    from wsnn.data import preparation
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    (tmp_path / "annotations.jsonl").write_text("")
+    config = config_lib.TrainConfig.make(strategy="multi_worker", workdir=str(tmp_path))
+    prepare_config = preparation.PrepareConfig(source="jsonl", data_dir=str(tmp_path / "annotations.jsonl"),
+                                               workdir=str(tmp_path))
+    with pytest.raises(RuntimeError, match="--strategy=multi_worker: set TF_CONFIG"):
+        runner.run(config, prepare_config, bench_config.BenchmarkConfig(seeds=1))

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse
 from sklearn.cross_decomposition import CCA
 
-from wsnn.baselines import cca, knn
+from wsnn.baselines import cca, common
 
 
 def correlated_views(n=400, d=6, e=4, shared=3, seed=0):
@@ -60,7 +60,7 @@ def test_planted_shared_variable_gives_correlation_near_one():
 
 
 def test_text_vectors_mean_embedding_and_bag_of_tags():
-    tags = knn.binary_tags(np.array([[1, 0, 1], [0, 0, 0], [0, 2, 0]]))
+    tags = common.binary_tags(np.array([[1, 0, 1], [0, 0, 0], [0, 2, 0]]))
     emb = np.array([[1.0, 0.0], [0.0, 4.0], [3.0, 2.0]])
     texts, tagged = cca.text_vectors(tags, emb)
     np.testing.assert_array_equal(tagged, [True, False, True])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from wsnn.baselines import knn, tagcooccur
+from wsnn.baselines import common, tagcooccur
 
 # 5 images, 4 tags a, b, c, d (columns 0..3):
 #   image 0: a b      image 1: a b c      image 2: a c      image 3: a d      image 4: (none)
@@ -26,7 +26,7 @@ D_A, D_B, D_C, D_D = 11 / 20, 11 / 21, 11 / 21, 11 / 22
 
 
 def test_candidate_ranks_and_promotions():
-    ranks, counts = tagcooccur.candidate_ranks(knn.binary_tags(G))
+    ranks, counts = tagcooccur.candidate_ranks(common.binary_tags(G))
     np.testing.assert_array_equal(counts, [4, 2, 2, 1])
     # 0 = not in the list (never co-occurs).
     np.testing.assert_array_equal(ranks.toarray(), [[1, 2, 3, 4], [2, 1, 3, 0], [2, 3, 1, 0], [2, 0, 0, 1]])

@@ -8,7 +8,7 @@ import scipy.sparse
 import scipy.special
 from scipy.spatial.distance import cdist
 
-from wsnn.baselines import knn, tagprop
+from wsnn.baselines import common, tagprop
 
 EPS = tagprop.EPS
 
@@ -172,4 +172,4 @@ def test_invalid_inputs():
     with pytest.raises(ValueError, match="at least 2 training images"):
         tagprop.fit_tagprop(train[:1], tags[:1])
     with pytest.raises(ValueError, match="no learning image has a user tag"):
-        tagprop.fit_tagprop(train, knn.binary_tags(np.zeros((30, 4))))
+        tagprop.fit_tagprop(train, common.binary_tags(np.zeros((30, 4))))

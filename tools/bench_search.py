@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from wsnn import search
-from wsnn.benchmark import PeakMemory
+from wsnn.meter import PeakMemory
 
 
 def synthetic_features(n, d, seed=0, clusters=2000, latent=64):
@@ -97,7 +97,7 @@ def main():
 
     with PeakMemory() as usage:
         reduced = search.reduce_dimensions(features, args.dims)
-        reduce_s = time.perf_counter() - usage._time
+        reduce_s = usage.elapsed()
         candidates = search.nearest(reduced, args.m, exclude_self=True, chunk_size=args.chunk_size)
     report["pca"] = {"all_s": usage.seconds, "reduce_s": reduce_s, "peak_mib": usage.mib,
                      "recall_at_m": _recall(candidates[rows], exact, args.m),

@@ -20,7 +20,7 @@ import math
 import os
 
 
-def field(default, help_text, choices=None, bounds=None):
+def field(default, help_text, choices=None, bounds=None, listed=False):
     """A dataclass field with its flag help.
 
     Args:
@@ -29,9 +29,18 @@ def field(default, help_text, choices=None, bounds=None):
       choices: the allowed values, or None.
       bounds: the allowed range as interval text, e.g. "[0, 1)", "(0, 10]",
         "[1, inf)"; None: any.
+      listed: the value is text, a comma-separated list whose every item
+        (a number where `bounds` is given) obeys `choices` and `bounds`; it
+        may be empty only where the default is.
     """
-    metadata = {"help": help_text, "choices": tuple(choices) if choices else None, "bounds": bounds}
+    metadata = {"help": help_text, "choices": tuple(choices) if choices else None, "bounds": bounds,
+                "listed": listed}
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def items(text):
+    """The items of a `listed` field's comma-separated text (blanks dropped)."""
+    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def check_fields(instance):
@@ -42,10 +51,27 @@ def check_fields(instance):
     """
     for f in dataclasses.fields(instance):
         value, choices, bounds = getattr(instance, f.name), f.metadata.get("choices"), f.metadata.get("bounds")
-        if choices and value not in choices:
+        if f.metadata.get("listed"):
+            _check_list(f, value)
+        elif choices and value not in choices:
             raise ValueError(f"--{f.name}={value}: must be one of {', '.join(str(c) for c in choices)}")
-        if bounds and not _within(value, bounds):
+        elif bounds and not _within(value, bounds):
             raise ValueError(f"--{f.name}={value}: must be {_describe(bounds)}")
+
+
+def _check_list(f, text):
+    """Checks a `listed` field: "--name=text: a comma-separated list of ..." when it fails."""
+    choices, bounds = f.metadata.get("choices"), f.metadata.get("bounds")
+    values = items(text)
+    try:
+        values = [float(v) for v in values] if bounds else values
+    except ValueError:
+        values = []
+    good = (bool(values) or not f.default) and all(
+        (not choices or v in choices) and (not bounds or _within(v, bounds)) for v in values)
+    if not good or (text and not values):
+        kind = ", ".join(choices) if choices else f"numbers {_describe(bounds)}" if bounds else "values"
+        raise ValueError(f"--{f.name}={text}: a comma-separated list of {kind}")
 
 
 def _interval(bounds):

@@ -84,7 +84,7 @@ import numpy as np
 import scipy.sparse
 
 from wsnn import checks, search
-from wsnn.baselines import knn
+from wsnn.baselines import common, knn
 
 __all__ = ["CCAModel", "fit_cca", "text_vectors", "cca_scores"]
 
@@ -172,7 +172,7 @@ def text_vectors(tags, tag_embeddings=None):
     """The text view of the tagged images.
 
     Args:
-      tags: N x C 0/1 CSR matrix (see `wsnn.baselines.knn.binary_tags`).
+      tags: N x C 0/1 CSR matrix (see `wsnn.baselines.common.binary_tags`).
       tag_embeddings: optional C x e array, one row per tag; None: one-hot.
 
     Returns:
@@ -203,10 +203,8 @@ def cca_scores(train_features, train_user_tags, query_features, dims=None, k=50,
     """CCA-KNN relevance: the fraction of the k nearest training images, in the CCA space, carrying each tag.
 
     Args:
-      train_features: N x d visual features of the training images.
-      train_user_tags: G, N x C user tags (scipy.sparse or dense; nonzero
-        means tagged).
-      query_features: Q x d visual features of the images to score.
+      train_features, train_user_tags, query_features: the scorers' inputs
+        (`wsnn.baselines.common`).
       dims: canonical dimensions; None: min(d, e), e = C without embeddings.
       k: neighbours (1 <= k <= N).
       tag_embeddings: optional C x e tag vectors; an image's text vector is
@@ -225,7 +223,7 @@ def cca_scores(train_features, train_user_tags, query_features, dims=None, k=50,
         bad dims, k, reg or distance.
     """
     train, query = search.check_features(train_features, query_features)
-    tags = knn.binary_tags(train_user_tags, len(train))
+    tags = common.binary_tags(train_user_tags, len(train))
     if distance not in search.DISTANCES:  # checked before the fit, which is the slow part
         raise ValueError(f"distance must be one of {', '.join(search.DISTANCES)}, got {distance!r}")
     texts, tagged = text_vectors(tags, tag_embeddings)

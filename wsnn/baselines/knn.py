@@ -33,22 +33,9 @@ import numpy as np
 import scipy.sparse
 
 from wsnn import checks, search
+from wsnn.baselines.common import binary_tags
 
 __all__ = ["nearest_neighbours", "knn_scores"]
-
-
-def binary_tags(user_tags, num_train=None):
-    """G as a float32 CSR matrix with every nonzero entry set to 1.
-
-    Raises:
-      ValueError: `num_train` given and G has another number of rows.
-    """
-    tags = scipy.sparse.csr_matrix(user_tags)
-    tags = (tags != 0).astype(np.float32)
-    tags.eliminate_zeros()
-    if num_train is not None and tags.shape[0] != num_train:
-        raise ValueError(f"train_user_tags has {tags.shape[0]} rows for {num_train} training images")
-    return tags
 
 
 def user_codes(train_users, num_train):
@@ -156,10 +143,8 @@ def knn_scores(train_features, train_user_tags, query_features, k=50, exclude_se
     """KNN tag relevance: the fraction of the k nearest training images carrying each tag.
 
     Args:
-      train_features: N x d visual features of the training images.
-      train_user_tags: G, N x C user tags (scipy.sparse or dense; nonzero
-        means tagged).
-      query_features: Q x d visual features of the images to score.
+      train_features, train_user_tags, query_features: the scorers' inputs
+        (`wsnn.baselines.common`).
       k: neighbours (1 <= k <= N, or N - 1 with `exclude_self`).
       exclude_self: refinement: query i is training image i and does not vote
         for itself.

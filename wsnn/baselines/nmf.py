@@ -71,7 +71,7 @@ import numpy as np
 import scipy.linalg
 
 from wsnn import checks, search
-from wsnn.baselines import knn
+from wsnn.baselines import common
 
 __all__ = ["NMFModel", "fit_nmf", "nmf_scores"]
 
@@ -196,10 +196,8 @@ def nmf_scores(train_features, train_user_tags, query_features, rank=16, beta=1.
     """NMF relevance: max(0, x A + b) H for each query image x.
 
     Args:
-      train_features: N x d visual features of the training images.
-      train_user_tags: G, N x C user tags (scipy.sparse or dense; nonzero
-        means tagged).
-      query_features: Q x d visual features of the images to score.
+      train_features, train_user_tags, query_features: the scorers' inputs
+        (`wsnn.baselines.common`).
       rank, beta, reg, max_iter, tol, seed: see `fit_nmf`.
 
     Returns:
@@ -209,6 +207,6 @@ def nmf_scores(train_features, train_user_tags, query_features, rank=16, beta=1.
       ValueError: malformed inputs or parameters (see `fit_nmf`).
     """
     train, query = search.check_features(train_features, query_features)
-    tags = knn.binary_tags(train_user_tags, len(train))
+    tags = common.binary_tags(train_user_tags, len(train))
     model = fit_nmf(train, tags, rank, beta, reg, max_iter, tol, seed)
     return (model.image_factors(query) @ model.tag_factors).astype(np.float32)

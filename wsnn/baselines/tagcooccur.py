@@ -48,7 +48,7 @@ import numpy as np
 import scipy.sparse
 
 from wsnn import checks
-from wsnn.baselines import knn
+from wsnn.baselines import common
 
 __all__ = ["tagcooccur_scores", "candidate_ranks", "frequency_promotion"]
 
@@ -63,7 +63,7 @@ def candidate_ranks(train_tags):
     """Each tag's candidate list as a sparse C x C matrix of ranks.
 
     Args:
-      train_tags: N x C 0/1 CSR matrix (see `wsnn.baselines.knn.binary_tags`).
+      train_tags: N x C 0/1 CSR matrix (see `wsnn.baselines.common.binary_tags`).
 
     Returns:
       (ranks, counts): ranks is an int64 CSR matrix whose entry (u, c) is the
@@ -102,8 +102,8 @@ def tagcooccur_scores(user_tags, train_user_tags=None, m=25, k_r=4, k_s=9, k_d=1
       float32 array Q x C; rows of images without (known) user tags are 0.
     """
     m = checks.positive_int(m, "m")
-    tags = knn.binary_tags(user_tags)
-    train = tags if train_user_tags is None else knn.binary_tags(train_user_tags)
+    tags = common.binary_tags(user_tags)
+    train = tags if train_user_tags is None else common.binary_tags(train_user_tags)
     if tags.shape[1] != train.shape[1]:
         raise ValueError(f"user_tags has {tags.shape[1]} tags but train_user_tags has {train.shape[1]}")
     ranks, counts = candidate_ranks(train)

@@ -68,7 +68,7 @@ Choices:
 import numpy as np
 
 from wsnn import checks, search
-from wsnn.baselines import knn, tagfeature, tagvote
+from wsnn.baselines import common, tagfeature, tagvote
 
 __all__ = ["tagexample_scores", "select_positives", "negative_bootstrap"]
 
@@ -79,7 +79,7 @@ MIN_ERROR_RATE = 1e-4  # jingwei's early stop
 def _check_train(train_features, train_user_tags):
     """(train float features, N x C boolean G), checked."""
     train, _ = search.check_features(train_features)
-    tags = knn.binary_tags(train_user_tags, len(train))
+    tags = common.binary_tags(train_user_tags, len(train))
     return train, tags.toarray() > 0
 
 
@@ -100,9 +100,7 @@ def select_positives(train_features, train_user_tags, num_positives=500, vote_k=
     """The relevant positives of every tag: its tagged images with the highest TagVote relevance.
 
     Args:
-      train_features: N x d visual features of the training images.
-      train_user_tags: G, N x C user tags (scipy.sparse or dense; nonzero
-        means tagged).
+      train_features, train_user_tags: the scorers' inputs (`wsnn.baselines.common`).
       num_positives: positives kept per tag (all tagged images if fewer).
       vote_k: TagVote's neighbours (capped as `tagvote_scores` does).
       train_users: optional length-N uploader ids: one vote per uploader.
@@ -169,11 +167,8 @@ def tagexample_scores(train_features, train_user_tags, query_features, num_posit
     """TagExample relevance: calibrated linear classifiers from relevant positives and bootstrapped negatives.
 
     Args:
-      train_features: N x d visual features of the training images.
-      train_user_tags: G, N x C user tags (scipy.sparse or dense; nonzero
-        means tagged).
-      query_features: Q x d visual features of the images to score (not
-        training images).
+      train_features, train_user_tags, query_features: the scorers' inputs
+        (`wsnn.baselines.common`) (not training images).
       num_positives: relevant positives per tag (jingwei: 500).
       vote_k: TagVote's neighbours for ranking the positives (jingwei: 1000).
       train_users: optional length-N uploader ids: one TagVote vote per

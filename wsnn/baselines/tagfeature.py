@@ -93,7 +93,7 @@ import scipy.special
 from sklearn.svm import LinearSVC
 
 from wsnn import checks, search
-from wsnn.baselines import knn
+from wsnn.baselines import common
 
 __all__ = ["tagfeature_scores", "augmented_features", "fold_ids", "TagModels", "empty_models", "fit_tag_models",
            "tag_probabilities", "linear_svm", "platt_fit", "platt_sample", "draw", "unit_rows"]
@@ -247,7 +247,7 @@ def fold_ids(num_train, folds, rng):
 def _check(train_features, train_user_tags, query_features, **counts):
     """Validated (train, query, dense boolean G) and the positive-integer `counts`, in order."""
     train, query = search.check_features(train_features, query_features)
-    tags = knn.binary_tags(train_user_tags, len(train))
+    tags = common.binary_tags(train_user_tags, len(train))
     values = [checks.positive_int(value, name) for name, value in counts.items()]
     return (train, query, tags.toarray() > 0, *values)
 
@@ -299,11 +299,8 @@ def tagfeature_scores(train_features, train_user_tags, query_features, num_tag_f
     """TagFeature relevance: calibrated linear classifiers on tag-feature-augmented features.
 
     Args:
-      train_features: N x d visual features of the training images.
-      train_user_tags: G, N x C user tags (scipy.sparse or dense; nonzero
-        means tagged).
-      query_features: Q x d visual features of the images to score (not
-        training images).
+      train_features, train_user_tags, query_features: the scorers' inputs
+        (`wsnn.baselines.common`) (not training images).
       num_tag_features: the most frequent tags whose classifiers make the tag
         feature (jingwei: 400).
       folds: cross-fitting folds for the training images' tag features.

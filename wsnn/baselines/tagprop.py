@@ -98,7 +98,7 @@ import scipy.sparse
 import scipy.special
 
 from wsnn import checks, search
-from wsnn.baselines import knn
+from wsnn.baselines import common
 
 __all__ = ["EPS", "TagPropModel", "fit_tagprop", "tagprop_scores", "log_likelihood"]
 
@@ -332,9 +332,7 @@ def fit_tagprop(train_features, train_user_tags, k=200, distance="euclidean", si
     """Learns TagProp's distance weight (and sigmoids) by maximising the training log-likelihood.
 
     Args:
-      train_features: N x d visual features of the training images.
-      train_user_tags: G, N x C user tags (scipy.sparse or dense; nonzero
-        means tagged).
+      train_features, train_user_tags: the scorers' inputs (`wsnn.baselines.common`).
       k: neighbours K; capped at N - 1, since training images are predicted
         from their leave-one-out neighbours.
       distance: base distance, "euclidean" or "cosine".
@@ -358,7 +356,7 @@ def fit_tagprop(train_features, train_user_tags, k=200, distance="euclidean", si
     """
     train, _ = search.check_features(search.for_distance(train_features, distance))
     n = len(train)
-    tags = knn.binary_tags(train_user_tags, n).astype(np.float64)
+    tags = common.binary_tags(train_user_tags, n).astype(np.float64)
     if n < 2:
         raise ValueError(f"TagProp needs at least 2 training images (leave-one-out neighbours), got {n}")
     k = min(checks.positive_int(k, "k"), n - 1)
@@ -403,9 +401,7 @@ def tagprop_scores(train_features, train_user_tags, query_features, k=200, dista
     """TagProp annotation scores: fits on the training images, then scores the queries.
 
     Args:
-      train_features: N x d visual features of the training images.
-      train_user_tags: G, N x C user tags (scipy.sparse or dense; nonzero
-        means tagged).
+      train_features, train_user_tags: the scorers' inputs (`wsnn.baselines.common`).
       query_features: Q x d visual features of new images (not training
         images).
       k: neighbours K; capped at N - 1 (training images are predicted from

@@ -36,7 +36,7 @@ Choices:
 import numpy as np
 
 from wsnn import checks
-from wsnn.baselines import knn
+from wsnn.baselines import common, knn
 
 __all__ = ["tagvote_scores", "available_neighbours"]
 
@@ -69,10 +69,8 @@ def tagvote_scores(train_features, train_user_tags, query_features, k=1000, trai
     """TagVote relevance: neighbour votes minus the tag's prior, for every query and tag.
 
     Args:
-      train_features: N x d visual features of the training images.
-      train_user_tags: G, N x C user tags (scipy.sparse or dense; nonzero
-        means tagged).
-      query_features: Q x d visual features of the images to score.
+      train_features, train_user_tags, query_features: the scorers' inputs
+        (`wsnn.baselines.common`).
       k: neighbours that vote; capped at `available_neighbours`.
       train_users: optional length-N uploader ids; if given, at most one
         neighbour (the nearest image) per uploader.
@@ -88,7 +86,7 @@ def tagvote_scores(train_features, train_user_tags, query_features, k=1000, trai
       ValueError: malformed inputs, k < 1, or no training image available.
     """
     n = len(train_features)
-    tags = knn.binary_tags(train_user_tags, n)
+    tags = common.binary_tags(train_user_tags, n)
     k = checks.positive_int(k, "k")
     k = min(k, available_neighbours(n, len(query_features), train_users, exclude_self))
     if k < 1:
