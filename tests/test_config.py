@@ -23,6 +23,10 @@ def test_flat_names_route_to_their_groups_and_round_trip():
     assert changed.loss.lambda1 == 2.0 and config.loss.lambda1 == 0.5 and changed.schedule == config.schedule
     assert config_lib.TrainConfig.from_dict(dataclasses.asdict(config)) == config
     assert config_lib.TrainConfig.from_dict(config.flat()) == config  # config.json of older runs: flat
+    # Before --candidate_search, --candidate_dims alone chose the PCA search.
+    older = {k: v for k, v in config.flat().items() if k != "candidate_search"}
+    older = config_lib.TrainConfig.from_dict(dict(older, candidate_dims=64))
+    assert (older.neighbours.candidate_search, older.neighbours.candidate_dims) == ("pca", 64)
     with pytest.raises(ValueError, match="unknown config field"):
         config.replace(lambda3=1.0)
 
@@ -38,6 +42,9 @@ def test_flat_names_route_to_their_groups_and_round_trip():
     (dict(group_size=8, num_candidates=8), "--group_size=8: must be smaller than --num_candidates=8 (m < M)"),
     (dict(batch_size=18, group_size=4), "--batch_size=18: must be a multiple of --group_size=4"),
     (dict(backbone="small_cnn", weights="imagenet"), "small_cnn has no ImageNet weights"),
+    (dict(candidate_search="hnsw"), "--candidate_search=hnsw: must be one of exact, pca, ivf"),
+    (dict(candidate_search="pca"), "--candidate_dims=0: must be > 0 with --candidate_search=pca"),
+    (dict(candidate_dims=64), "--candidate_dims=64: must be > 0 with --candidate_search=pca, and 0 otherwise"),
 ])
 def test_bad_values_name_the_flag(change, message):
     with pytest.raises(ValueError) as info:

@@ -134,3 +134,50 @@ def test_reduce_dimensions_keeps_neighbours_of_low_rank_features():
     np.testing.assert_array_equal(search.nearest(reduced, 10, exclude_self=True), expected)
     # Too few components: the ranking changes.
     assert not np.array_equal(search.nearest(search.reduce_dimensions(features, 2), 10, exclude_self=True), expected)
+
+
+def test_exact_search_on_device_matches_brute_force_with_ties():
+    # Small integers: float32 products are exact on any device, and the duplicate rows are real ties.
+    rng = np.random.default_rng(4)
+    features = rng.integers(0, 4, (6, 3)).astype(np.float32)[rng.integers(0, 6, 40)]
+    for k in (1, 5, 39):
+        np.testing.assert_array_equal(search.nearest_on_device(features, k, exclude_self=True, chunk_size=9),
+                                      _reference(features, k, exclude_self=True)[0])
+
+
+def test_ivf_parameters_grow_with_n():
+    assert search.ivf_parameters(200_000) == (2048, 256)  # about 4 sqrt(N) lists, an eighth probed
+    assert search.ivf_parameters(10_000) == (256, 32)  # 4 sqrt(N) = 400 -> 512, capped at N // 39
+    assert search.ivf_parameters(100) == (2, 1)  # at least 39 training images per list
+
+
+def test_ivf_search_is_exact_when_every_list_is_probed_and_finds_clusters():
+    # Well-separated clusters of 30 points: distinct distances, so exact and IVF agree row for row.
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(10, 8)) * 10
+    features = (centres[np.repeat(np.arange(10), 30)] + rng.normal(size=(300, 8))).astype(np.float32)
+    exact = search.nearest(features, 12, exclude_self=True)
+    np.testing.assert_array_equal(search.nearest_ivf(features, 12, exclude_self=True, lists=4, probes=4), exact)
+    # The default parameters (7 lists, 1 probed): no image is its own candidate, every row complete,
+    # and a cluster's 12 nearest are in its own list.
+    found = search.nearest_ivf(features, 12, exclude_self=True)
+    assert found.shape == (300, 12) and found.min() >= 0
+    assert not np.any(found == np.arange(300)[:, np.newaxis])
+    recall = np.mean([len(np.intersect1d(a, b)) / 12 for a, b in zip(found, exact)])
+    assert recall > 0.9, recall
+    # Probed lists too small for k: those queries are searched over all lists.
+    everything = search.nearest_ivf(features, 299, exclude_self=True, lists=7, probes=1)
+    np.testing.assert_array_equal(np.sort(everything, axis=1), np.sort(search.nearest(features, 299, exclude_self=True),
+                                                                       axis=1))
+
+
+def test_candidates_by_each_search():
+    features = _integers(60, 5, 20, 6)
+    exact = search.nearest(features, 7, exclude_self=True)
+    np.testing.assert_array_equal(search.candidates(features, 7), exact)
+    assert search.candidates(features, 7).dtype == np.int32
+    np.testing.assert_array_equal(search.candidates(features, 7, "pca", dims=3, seed=2),
+                                  search.nearest(search.reduce_dimensions(features, 3, seed=2), 7, exclude_self=True))
+    assert search.candidates(features, 7, "ivf").shape == (60, 7)
+    with pytest.raises(ValueError, match="must be one of exact, pca, ivf"):
+        search.candidates(features, 7, "hnsw")

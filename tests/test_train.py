@@ -195,7 +195,7 @@ def test_candidate_dims_searches_in_principal_components(tmp_path, two_cpu_strat
     dataset = _tiny_dataset(seed=1)
     config = TrainConfig.make(workdir=str(tmp_path), task="refinement", stage1_epochs=1, stage2_epochs=0,
                               batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
-                              candidate_dims=5, save_stage1_features=True)
+                              candidate_search="pca", candidate_dims=5, save_stage1_features=True)
     trainer = Trainer(config, dataset, "refinement", two_cpu_strategy)
     phi0 = trainer.run().phi0["train"]
     expected = search.nearest(search.reduce_dimensions(phi0, 5, seed=0), 6, exclude_self=True)

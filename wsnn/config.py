@@ -97,6 +97,7 @@ TASKS = ("annotation", "refinement", "both")
 BACKBONES = ("small_cnn", "vgg16")
 MEASURES = ("lin", "jcn", "res")
 NEIGHBOUR_MODES = ("exact", "fast")
+CANDIDATE_SEARCHES = ("exact", "pca", "ivf")  # wsnn.search.CANDIDATE_SEARCHES
 STRATEGIES = ("mirrored", "multi_worker")
 MAX_LEARNING_RATE = 10.0
 USER_ERRORS = ("l1", "bce")
@@ -217,10 +218,14 @@ class NeighboursConfig(_Group):
 
     group_size: int = field(8, "m, an anchor plus its m-1 selected neighbours.", bounds="[2, inf)")
     num_candidates: int = field(512, "M, neighbour candidates per image (capped below N).", bounds="[1, inf)")
-    candidate_dims: int = field(0, "Search the M candidates in the first this many principal components of "
-                                   "phi_0's features (0: the full features); cuts the search cost by "
-                                   "dims/d at large N (tools/bench_search.py measures its recall).",
-                                bounds="[0, inf)")
+    candidate_search: str = field("exact", "How the M candidates are found among phi_0's features: exact "
+                                           "(chunked matrix products; TensorFlow's on a GPU), pca (exact in "
+                                           "the first --candidate_dims principal components) or ivf (faiss's "
+                                           "inverted-file index, lists and probes from N). "
+                                           "tools/bench_search.py measures time and recall.",
+                                  choices=CANDIDATE_SEARCHES)
+    candidate_dims: int = field(0, "--candidate_search=pca: principal components kept (0: the search is "
+                                   "exact); cuts the search cost by dims/d.", bounds="[0, inf)")
     neighbour_mode: str = field("exact", "Stage-2 neighbours: exact (Algorithm 1: embed every anchor's M "
                                          "candidates each step) or fast (rank them against an embedding "
                                          "bank; see wsnn.neighbours).", choices=NEIGHBOUR_MODES)
@@ -235,6 +240,9 @@ class NeighboursConfig(_Group):
 
     def __post_init__(self):
         super().__post_init__()
+        if (self.candidate_search == "pca") != bool(self.candidate_dims):
+            raise ValueError(f"--candidate_dims={self.candidate_dims}: must be > 0 with --candidate_search=pca, "
+                             f"and 0 otherwise (--candidate_search={self.candidate_search})")
         if self.shortlist and (self.neighbour_mode != "fast" or self.shortlist < self.group_size - 1):
             raise ValueError(f"--shortlist={self.shortlist}: needs --neighbour_mode=fast and >= group_size - 1 "
                              f"= {self.group_size - 1} (or 0)")
@@ -363,6 +371,8 @@ class TrainConfig:
         flat = {}
         for key, value in values.items():
             flat.update(value if key in GROUPS and isinstance(value, dict) else {key: value})
+        if flat.get("candidate_dims") and "candidate_search" not in flat:
+            flat["candidate_search"] = "pca"  # before --candidate_search, --candidate_dims alone meant PCA
         return cls.make(**{k: v for k, v in flat.items() if k in LEAVES})
 
 
@@ -385,4 +395,3 @@ def check_files(config):
                          "or none)")
     if config.semantics.ic_file and not os.path.isfile(config.semantics.ic_file):
         raise ValueError(f"--ic_file={config.semantics.ic_file}: file not found")
-

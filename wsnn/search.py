@@ -20,10 +20,11 @@ import numpy as np
 
 from wsnn import checks
 
-__all__ = ["DISTANCES", "for_distance", "check_features", "distance_chunks", "smallest", "nearest",
-           "reduce_dimensions"]
+__all__ = ["DISTANCES", "CANDIDATE_SEARCHES", "for_distance", "check_features", "distance_chunks", "smallest",
+           "nearest", "nearest_on_device", "ivf_parameters", "nearest_ivf", "reduce_dimensions", "candidates"]
 
 DISTANCES = ("euclidean", "cosine")
+CANDIDATE_SEARCHES = ("exact", "pca", "ivf")
 
 
 def for_distance(features, distance):
@@ -213,3 +214,133 @@ def reduce_dimensions(features, dims, seed=0, fit_sample=20000):
     # Transformed in blocks: one float64 N x dims intermediate could be large.
     return np.concatenate([pca.transform(features[i:i + 65536]).astype(np.float32)
                            for i in range(0, len(features), 65536)])
+
+
+def nearest_on_device(base, k, exclude_self=False, chunk_size=1024, progress=None):
+    """`nearest` of the base rows themselves as TensorFlow matrix products (on the GPU when there is one).
+
+    The same distance formula and order of additions as `distance_chunks`,
+    in float32; the k nearest by `tf.math.top_k`, which also keeps the lower
+    index first among equal distances. A GPU's matrix product may round the
+    last bits differently from the CPU's, so on near ties the two can choose
+    differently.
+
+    Returns:
+      int64 array N x k of base indices, nearest first.
+    """
+    import tensorflow as tf  # imported here: the baselines use this module without TensorFlow
+
+    base = check_features(base)[0].astype(np.float32)
+    n = len(base)
+    available = n - bool(exclude_self)
+    if isinstance(k, bool) or int(k) != k or not 1 <= k <= available:
+        raise ValueError(f"k={k!r} must be in [1, {available}]: N={n} base rows")
+    chunk_size = checks.positive_int(chunk_size, "chunk_size")
+    features = tf.constant(base)
+    norms = tf.einsum("ij,ij->i", features, features)
+    found = np.empty((n, int(k)), np.int64)
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        chunk = features[start:stop]
+        distances = (-2 * tf.matmul(chunk, features, transpose_b=True) + norms[start:stop, tf.newaxis]) + norms
+        if exclude_self:
+            distances = tf.tensor_scatter_nd_update(
+                distances, tf.stack([tf.range(stop - start), tf.range(start, stop)], axis=1),
+                tf.fill([stop - start], np.float32(np.inf)))
+        found[start:stop] = tf.math.top_k(-distances, int(k)).indices.numpy()
+        if progress is not None:
+            progress(stop, n)
+    return found
+
+
+def ivf_parameters(n):
+    """(lists, lists probed per query) of the inverted-file search for N images: about 4 sqrt(N)
+    lists (a power of two, and at least 39 training images each, as faiss asks), an eighth of
+    them probed."""
+    lists = 2 ** int(round(np.log2(4 * np.sqrt(n))))
+    lists = int(max(1, min(lists, n // 39)))
+    return lists, max(1, lists // 8)
+
+
+def nearest_ivf(base, k, exclude_self=False, lists=None, probes=None, seed=0, chunk_size=4096, progress=None):
+    """The approximately k nearest base rows of every base row: faiss's inverted-file index.
+
+    k-means (on at most 64 images per list, drawn with `seed`) splits the
+    images into `lists` lists; each query is compared with the images of
+    the `probes` lists whose centres are nearest to it. Cost about
+    N (probes / lists) N d plus the clustering, against N^2 d for `nearest`;
+    recall below 1 (`tools/bench_search.py` measures it). A query whose
+    probed lists hold fewer than k other images is searched again over all
+    lists, so every row has k neighbours. Equal distances are ordered as
+    faiss finds them.
+
+    Args:
+      base: N x d features (float32 is used).
+      k: neighbours per image.
+      exclude_self: an image is never its own neighbour.
+      lists, probes: default `ivf_parameters(N)`.
+      seed: seed of the clustering and its sample.
+      chunk_size: queries per faiss call (progress is reported after each).
+      progress: optional callable(done, N).
+
+    Returns:
+      int64 array N x k of base indices, nearest first.
+    """
+    import faiss  # imported here: only this search needs it
+
+    base = np.ascontiguousarray(check_features(base)[0], np.float32)
+    n, d = base.shape
+    available = n - bool(exclude_self)
+    if isinstance(k, bool) or int(k) != k or not 1 <= k <= available:
+        raise ValueError(f"k={k!r} must be in [1, {available}]: N={n} base rows")
+    k = int(k)
+    default_lists, default_probes = ivf_parameters(n)
+    lists, probes = lists or default_lists, probes or default_probes
+    if not 1 <= probes <= lists <= n:
+        raise ValueError(f"probes={probes}, lists={lists}: need 1 <= probes <= lists <= N={n}")
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, lists)
+    index.cp.seed = seed
+    sample = np.random.default_rng(seed).choice(n, min(n, 64 * lists), replace=False)
+    index.train(base[np.sort(sample)])
+    index.add(base)
+    index.nprobe = probes
+    wanted = k + bool(exclude_self)
+    found = np.empty((n, k), np.int64)
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        _, rows = index.search(base[start:stop], wanted)
+        short = np.flatnonzero((rows < 0).any(axis=1))
+        if len(short):  # too few images in the probed lists: all lists for these queries
+            index.nprobe = lists
+            rows[short] = index.search(base[start + short], wanted)[1]
+            index.nprobe = probes
+        if exclude_self:
+            own = rows == np.arange(start, stop)[:, np.newaxis]
+            # Drop the query itself (or, when it is not among them, the farthest one).
+            own[~own.any(axis=1), -1] = True
+            rows = rows[~own].reshape(stop - start, k)
+        found[start:stop] = rows
+        if progress is not None:
+            progress(stop, n)
+    return found
+
+
+def candidates(features, num_candidates, method="exact", dims=0, seed=0, on_device=False, progress=None):
+    """Z: each image's M nearest other images by `method` (one of `CANDIDATE_SEARCHES`).
+
+    exact: `nearest` (`nearest_on_device` with `on_device`); pca: exact in
+    the first `dims` principal components (`reduce_dimensions`); ivf:
+    `nearest_ivf` with its parameters from N.
+
+    Returns:
+      int32 array N x M (int32 halves a large candidate file).
+    """
+    if method not in CANDIDATE_SEARCHES:
+        raise ValueError(f"candidate search must be one of {', '.join(CANDIDATE_SEARCHES)}, got {method!r}")
+    features = np.asarray(features, np.float32)
+    if method == "ivf":
+        return nearest_ivf(features, num_candidates, exclude_self=True, seed=seed, progress=progress).astype(np.int32)
+    if method == "pca":
+        features = reduce_dimensions(features, dims, seed)
+    search = nearest_on_device if on_device else nearest
+    return search(features, num_candidates, exclude_self=True, chunk_size=2048, progress=progress).astype(np.int32)

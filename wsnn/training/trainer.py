@@ -6,8 +6,8 @@
              the whole network, scored on the validation split every
              --validate_every_steps steps; then phi_0's
              features of all training images give each image its M nearest
-             candidates Z (`wsnn.search`; optionally in the first
-             --candidate_dims principal components);
+             candidates Z (`wsnn.search`: --candidate_search exact,
+             pca or ivf);
     stage 2  batches from Algorithm 1 (each anchor plus its m-1 nearest
              candidates under the current weights; or, with
              --neighbour_mode=fast, nearest in an embedding bank refreshed
@@ -385,17 +385,16 @@ class Trainer:
         if self.chief:
             outputs.write_json(self.dir, outputs.STAGE1_METRICS, self.stage1_metrics)
         neighbour = self.config.neighbours
-        self.log(f"computing {self.num_candidates} candidates for {len(self.train_idx)} images"
-                 + (f" in {neighbour.candidate_dims} principal components" if neighbour.candidate_dims else ""))
+        on_device = neighbour.candidate_search == "exact" and bool(tf.config.list_logical_devices("GPU"))
+        how = {"exact": "exactly" + (" on the GPU" if on_device else ""), "ivf": "with an inverted-file index",
+               "pca": f"in {neighbour.candidate_dims} principal components"}[neighbour.candidate_search]
+        self.log(f"computing {self.num_candidates} candidates for {len(self.train_idx)} images {how}")
         train_features = self.features(self.train_source)
         if self.chief and self.config.output.save_stage1_features:
             self.phi0 = {"train": train_features.astype(np.float32),
                          "eval": self.features(self.eval_source).astype(np.float32),
                          "eval_tag_probs": self.predict(self.eval_source).astype(np.float32)}
             outputs.write_phi0(self.dir, self.phi0)
-        if neighbour.candidate_dims:
-            train_features = search.reduce_dimensions(train_features, neighbour.candidate_dims,
-                                                      self.config.runtime.seed)
         started, last = time.perf_counter(), [time.perf_counter()]
 
         def progress(done, total):
@@ -404,9 +403,9 @@ class Trainer:
                 elapsed = last[0] - started
                 self.log(f"candidates: {done}/{total} images, {elapsed:.0f} s, "
                          f"ETA {hooks_lib.format_eta(elapsed / done * (total - done))}")
-        # Z: each image's M nearest other images (int32 halves a large candidate file).
-        self.candidates = search.nearest(np.asarray(train_features, np.float32), self.num_candidates,
-                                         exclude_self=True, chunk_size=2048, progress=progress).astype(np.int32)
+        # Z: each image's M nearest other images.
+        self.candidates = search.candidates(train_features, self.num_candidates, neighbour.candidate_search,
+                                            neighbour.candidate_dims, self.config.runtime.seed, on_device, progress)
         # phi_0's weights alone, for runs that start stage 2 from it (--warm_start_from).
         state_lib.write_weights(self.model, self.output_dir("phi0"))
         if self.chief:
@@ -455,4 +454,3 @@ class Trainer:
         return serving.export(self.model, self.dataset.tag_names, self.input_shape[0], self.input_shape[-1],
                                  export_dir, self.config.output.export_top_k, max_pixels=self._max_pixels(),
                                  data_identity=self.identity)
-
