@@ -89,3 +89,61 @@ def test_helpfull_lists_the_flags_by_group():
     assert [g for g in groups if g.startswith(("train", "prepare"))] == [
         "prepare", "train.data", "train.loss", "train.model", "train.neighbours", "train.output", "train.runtime",
         "train.schedule", "train.semantics"]
+
+
+def _command_trees():
+    from wsnn import train
+    from wsnn.benchmark import config as bench_config
+
+    return [train.TrainRun, bench_config.BenchmarkRun]
+
+
+def test_every_command_tree_has_unique_flat_names_and_shares_one_runtime():
+    from wsnn.benchmark import config as bench_config
+
+    for tree in _command_trees():
+        values = flags.FlagValues()
+        flags_lib.define_flags(tree, flag_values=values)  # raises on a collision
+        names = [f.name for _, f in config_lib.flag_leaves(tree)]
+        assert len(names) == len(set(names)) == len(values)
+        assert values["workdir"].help.startswith("Experiment directory")  # the runtime's, not the preparation's
+    values = flags.FlagValues()
+    flags_lib.define_flags(bench_config.BenchmarkRun, flag_values=values)
+    values(["prog", "--workdir=w", "--seed=3", "--knn_k=7"])
+    run = flags_lib.from_flags(bench_config.BenchmarkRun, values)
+    assert (run.prepare.workdir, run.prepare.seed) == (run.train.runtime.workdir, run.train.runtime.seed) == ("w", 3)
+    assert run.benchmark.knn_k == 7
+    assert {m: sorted(f.name for f in fs) for m, fs in values.flags_by_module_dict().items()}["benchmark"] == sorted(
+        f.name for f in dataclasses.fields(bench_config.BenchmarkConfig))
+    with pytest.raises(ValueError, match="--grid_search .* --strategy=multi_worker"):
+        bench_config.BenchmarkRun(config_lib.TrainConfig.make(strategy="multi_worker"),
+                                  benchmark=bench_config.BenchmarkConfig(grid_search=True))
+
+
+def test_a_leaf_name_twice_in_a_tree_or_a_flag_defined_twice_is_an_error():
+    @dataclasses.dataclass(frozen=True)
+    class Pretraining:
+        batch_size: int = config_lib.field(32, "Images per step.")
+
+    @dataclasses.dataclass(frozen=True)
+    class Both:
+        train: config_lib.TrainConfig = dataclasses.field(default_factory=config_lib.TrainConfig)
+        pretrain: Pretraining = dataclasses.field(default_factory=Pretraining)
+
+    with pytest.raises(ValueError, match="'batch_size' in both train.schedule and pretrain"):
+        flags_lib.define_flags(Both, flag_values=flags.FlagValues())
+    values = flags.FlagValues()
+    flags_lib.define_flags(config_lib.TrainConfig, "train", flag_values=values)
+    with pytest.raises(ValueError, match="--batch_size is already defined"):
+        flags_lib.define_flags(Pretraining, "pretrain", flag_values=values)
+
+
+@pytest.mark.parametrize("flagfile", sorted(os.listdir(os.path.join(ROOT, "flags"))))
+def test_every_flagfile_parses_into_the_configs(flagfile):
+    from wsnn.benchmark import config as bench_config
+
+    values = flags.FlagValues()
+    flags_lib.define_flags(bench_config.BenchmarkRun, flag_values=values)
+    values(["prog", f"--flagfile={os.path.join(ROOT, 'flags', flagfile)}"])
+    flags_lib.from_flags(config_lib.TrainConfig, values)  # the preparation may name data not here
+    flags_lib.from_flags(bench_config.BenchmarkConfig, values)

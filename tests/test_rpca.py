@@ -100,7 +100,7 @@ def test_step_size_bound_covers_the_hessian():
     identity = np.eye(n * c) / mu
     hessian = np.block([[eta * k + identity, identity], [identity, identity]])
     largest = np.linalg.eigvalsh(hessian)[-1]
-    bound = 2.0 / mu + eta * rpca._prior_norm_bound(l_img, l_tag)
+    bound = 2.0 / mu + eta * rpca.prior_norm_bound(l_img, l_tag)
     assert largest <= bound + 1e-12
     assert bound < 1.5 * largest  # and not uselessly loose here
 

@@ -11,8 +11,12 @@ points check files with `check_files`).
 
 Leaf names are unique across groups, so a leaf is also a flat name: the
 command-line flags are those names (`wsnn.flags_lib`), `TrainConfig.make`
-and `replace` take them, and `flat` gives them back. Library code receives
-the config and never reads flags.
+and `replace` take them, and `flat` gives them back. A command's config is a
+tree of such configs (the train command's: `TrainConfig` and the data
+preparation; the benchmark's adds `BenchmarkConfig`), walked generically
+(`leaves`, `flag_leaves`, `build`); a leaf name used twice in one tree is an
+error, unless one of the two is `shared` (the preparation's workdir and seed
+are the run's). Library code receives the config and never reads flags.
 """
 
 import dataclasses
@@ -20,7 +24,7 @@ import math
 import os
 
 
-def field(default, help_text, choices=None, bounds=None, listed=False):
+def field(default, help_text, choices=None, bounds=None, listed=False, shared=False):
     """A dataclass field with its flag help.
 
     Args:
@@ -32,15 +36,63 @@ def field(default, help_text, choices=None, bounds=None, listed=False):
       listed: the value is text, a comma-separated list whose every item
         (a number where `bounds` is given) obeys `choices` and `bounds`; it
         may be empty only where the default is.
+      shared: in a config tree that has another leaf of this name, this
+        leaf takes that leaf's value and has no flag of its own (e.g.
+        `PrepareConfig.workdir` is the run's `runtime.workdir`).
     """
     metadata = {"help": help_text, "choices": tuple(choices) if choices else None, "bounds": bounds,
-                "listed": listed}
+                "listed": listed, "shared": shared}
     return dataclasses.field(default=default, metadata=metadata)
 
 
 def items(text):
     """The items of a `listed` field's comma-separated text (blanks dropped)."""
     return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def leaves(cls, path=()):
+    """(group path, field) of every leaf of config tree `cls`, in field order: a field whose type is a
+    dataclass is a group, walked in turn."""
+    found = []
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.type):
+            found += leaves(f.type, path + (f.name,))
+        else:
+            found.append((path, f))
+    return found
+
+
+def flag_leaves(cls):
+    """The leaves of config tree `cls` that are flags: all but the `shared` ones that another leaf of
+    their name stands for.
+
+    Raises:
+      ValueError: two leaves of one name, neither of them shared.
+    """
+    found, seen = [], {}
+    every = leaves(cls)
+    owned = {f.name for _, f in every if not f.metadata.get("shared")}
+    for path, f in every:
+        if f.metadata.get("shared") and f.name in owned:
+            continue
+        if f.name in seen:
+            raise ValueError(f"{cls.__name__}: leaf name {f.name!r} in both {'.'.join(seen[f.name]) or 'top'} "
+                             f"and {'.'.join(path) or 'top'}; leaf names are flag names and must be unique")
+        seen[f.name] = path
+        found.append((path, f))
+    return found
+
+
+def build(cls, flat):
+    """Config tree `cls` from flat leaf names (a name sets every leaf of that name; a missing one keeps
+    its default); each group checks itself as it is built, inner groups first."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.type):
+            values[f.name] = build(f.type, flat)
+        elif f.name in flat:
+            values[f.name] = flat[f.name]
+    return cls(**values)
 
 
 def check_fields(instance):
@@ -376,9 +428,8 @@ class TrainConfig:
         return cls.make(**{k: v for k, v in flat.items() if k in LEAVES})
 
 
-# {leaf name: its group}; leaf names are unique across groups (checked here, at import).
-LEAVES = {f.name: group for group, cls in GROUPS.items() for f in dataclasses.fields(cls)}
-assert len(LEAVES) == sum(len(dataclasses.fields(cls)) for cls in GROUPS.values()), "leaf names must be unique"
+# {leaf name: its group}; leaf names are unique across groups (`flag_leaves` raises otherwise, at import).
+LEAVES = {f.name: path[0] for path, f in flag_leaves(TrainConfig)}
 
 
 def check_files(config):

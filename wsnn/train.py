@@ -1,12 +1,13 @@
 """Train wsnn: `python -m wsnn.train --flagfile=flags/fashion_tags.cfg`.
 
-A thin entry point: flags -> frozen configs (`TrainConfig`, `PrepareConfig`)
+A thin entry point: flags -> a frozen config tree (`TrainRun`: `TrainConfig`, `PrepareConfig`)
 -> `train_lib.run`. Flags: every leaf of both configs, listed by group in
 `--helpfull` (train.data, train.model, train.schedule, ...; prepare); absl
 reads `--flagfile` natively, so a flagfile is an experiment. Flags after the
 flagfile override it.
 """
 
+import dataclasses
 import sys
 
 from absl import app, flags, logging
@@ -20,21 +21,29 @@ from wsnn.data import preparation
 FLAGS = flags.FLAGS
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainRun:
+    """The train command's config tree: the training run and the data it prepares (whose workdir and
+    seed are the run's `runtime` ones)."""
+
+    train: config_lib.TrainConfig = dataclasses.field(default_factory=config_lib.TrainConfig)
+    prepare: preparation.PrepareConfig = dataclasses.field(default_factory=preparation.PrepareConfig)
+
+
 def define_flags():
-    """One flag per leaf of TrainConfig and PrepareConfig (the tools that train use them too)."""
-    flags_lib.define_flags(config_lib.TrainConfig, "train")
-    flags_lib.define_flags(preparation.PrepareConfig, "prepare", skip=("workdir", "seed"))
+    """One flag per leaf of `TrainRun` (the tools that train use them too)."""
+    flags_lib.define_flags(TrainRun)
 
 
 def configs_from_flags():
     """(TrainConfig, PrepareConfig) from the parsed flags, with the files they name and the input size
     the backbone needs checked; ValueError names a bad flag."""
-    config = flags_lib.from_flags(config_lib.TrainConfig)
+    run = flags_lib.from_flags(TrainRun)
+    config = run.train
     if config.data.image_size:
         checks.input_size(config.model.backbone, config.data.image_size)
     config_lib.check_files(config)
-    runtime = config.runtime
-    return config, flags_lib.from_flags(preparation.PrepareConfig, workdir=runtime.workdir, seed=runtime.seed)
+    return config, run.prepare
 
 
 def main(argv):

@@ -154,11 +154,15 @@ def tag_laplacian(similarity):
     return _laplacian(s)
 
 
-def _prior_norm_bound(l_img, l_tag):
+def prior_norm_bound(l_img, l_tag):
     """Upper bound on lmax(L_img) + lmax(L_tag), the norm of A -> L_img A + A L_tag.
 
     lmax(L_tag) exactly (C x C); lmax(L_img) <= 2 max_i deg_i by Gershgorin
-    (the N x N eigenproblem is not worth solving). l_img may be None.
+    (the N x N eigenproblem is not worth solving).
+
+    Args:
+      l_img: the image graph's N x N Laplacian, or None.
+      l_tag: the tag graph's C x C Laplacian.
     """
     bound = float(np.linalg.eigvalsh(l_tag)[-1])
     if l_img is not None:
@@ -226,7 +230,7 @@ def rpca_refine(user_tags, features=None, tag_similarity=None, lam=None, eta=2.0
         l_tag = tag_laplacian(sim)
         if l_tag.shape != (c, c):
             raise ValueError(f"tag_similarity is {l_tag.shape}, expected {c} x {c}")
-        lmax = _prior_norm_bound(l_img, l_tag)
+        lmax = prior_norm_bound(l_img, l_tag)
     graph_seconds = time.perf_counter() - start_time
 
     def prior(a):

@@ -168,7 +168,7 @@ def tagexample_scores(train_features, train_user_tags, query_features, num_posit
 
     Args:
       train_features, train_user_tags, query_features: the scorers' inputs
-        (`wsnn.baselines.common`) (not training images).
+        (`wsnn.baselines.common`); the queries are not training images.
       num_positives: relevant positives per tag (jingwei: 500).
       vote_k: TagVote's neighbours for ranking the positives (jingwei: 1000).
       train_users: optional length-N uploader ids: one TagVote vote per
@@ -182,8 +182,8 @@ def tagexample_scores(train_features, train_user_tags, query_features, num_posit
       seed: seed of the random samples.
 
     Returns:
-      float32 array Q x C of probabilities; a tag no training image (or
-      every training image) carries is 0 (or 1) for every query.
+      float32 array Q x C of calibrated probabilities (0 for every query
+      where no training image carries the tag, 1 where every one does).
 
     Raises:
       ValueError: malformed inputs, a count < 1, or an unknown distance.

@@ -300,7 +300,7 @@ def tagfeature_scores(train_features, train_user_tags, query_features, num_tag_f
 
     Args:
       train_features, train_user_tags, query_features: the scorers' inputs
-        (`wsnn.baselines.common`) (not training images).
+        (`wsnn.baselines.common`); the queries are not training images.
       num_tag_features: the most frequent tags whose classifiers make the tag
         feature (jingwei: 400).
       folds: cross-fitting folds for the training images' tag features.

@@ -1,7 +1,8 @@
 """Run the benchmark: `python -m wsnn.benchmark --flagfile=flags/benchmark_fashion_tags.cfg`.
 
-A thin entry point: flags -> frozen configs (`TrainConfig`, `PrepareConfig`,
-`BenchmarkConfig`) -> `wsnn.benchmark.runner.run`, then the tables.
+A thin entry point: flags -> a frozen config tree (`BenchmarkRun`:
+`TrainConfig`, `PrepareConfig`, `BenchmarkConfig`) ->
+`wsnn.benchmark.runner.run`, then the tables.
 """
 
 import os
@@ -12,8 +13,7 @@ from absl import app
 from wsnn import config as config_lib
 from wsnn import flags_lib, tf_start
 from wsnn.benchmark import report
-from wsnn.benchmark.config import BenchmarkConfig
-from wsnn.data import preparation
+from wsnn.benchmark.config import BenchmarkRun
 
 
 def main(argv):
@@ -21,11 +21,9 @@ def main(argv):
         print(f"wsnn.benchmark: error: unexpected arguments {' '.join(argv[1:])}", file=sys.stderr)
         return 2
     try:
-        config = flags_lib.from_flags(config_lib.TrainConfig)
+        run_config = flags_lib.from_flags(BenchmarkRun)
+        config, prepare_config, bench = run_config.train, run_config.prepare, run_config.benchmark
         config_lib.check_files(config)
-        prepare_config = flags_lib.from_flags(preparation.PrepareConfig, workdir=config.runtime.workdir,
-                                              seed=config.runtime.seed)
-        bench = flags_lib.from_flags(BenchmarkConfig)
     except ValueError as e:
         print(f"wsnn.benchmark: config error: {e}", file=sys.stderr)
         return 2
@@ -51,9 +49,7 @@ def main(argv):
 
 def run():
     """Console-script entry point."""
-    flags_lib.define_flags(config_lib.TrainConfig, "train")
-    flags_lib.define_flags(preparation.PrepareConfig, "prepare", skip=("workdir", "seed"))
-    flags_lib.define_flags(BenchmarkConfig, "benchmark")
+    flags_lib.define_flags(BenchmarkRun)
     app.run(main)
 
 

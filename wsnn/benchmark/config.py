@@ -1,9 +1,10 @@
-"""The benchmark's own settings (`BenchmarkConfig`), besides the training run's.
+"""The benchmark's settings: its own (`BenchmarkConfig`) and the command's config tree (`BenchmarkRun`).
 
 Every field carries its help, `choices`, `bounds` or `listed` rule (see
 `wsnn.config.field`) and is checked generically when the config is built;
-only the rule that spans fields (`--baselines_only` against the extras that
-train) is written here.
+only the rules that span fields are written here. `BenchmarkRun` is the
+training command's tree (`wsnn.train.TrainRun`: one `runtime` group, the
+preparation's workdir and seed shared with it) plus `benchmark`.
 """
 
 import dataclasses
@@ -11,6 +12,7 @@ import dataclasses
 from wsnn import config as config_lib
 from wsnn import metrics
 from wsnn.config import field
+from wsnn.data import preparation
 
 _COUNT = "[1, inf)"
 _WEIGHTS = "[0, inf)"
@@ -63,6 +65,21 @@ class BenchmarkConfig:
         if self.baselines_only and (self.grid_search or self.ablation):
             raise ValueError("--baselines_only trains no network, so it cannot run with --grid_search or "
                              "--ablation")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkRun:
+    """The benchmark command's config tree: the training runs' config, the data preparation and the
+    benchmark's own settings."""
+
+    train: config_lib.TrainConfig = dataclasses.field(default_factory=config_lib.TrainConfig)
+    prepare: preparation.PrepareConfig = dataclasses.field(default_factory=preparation.PrepareConfig)
+    benchmark: BenchmarkConfig = dataclasses.field(default_factory=BenchmarkConfig)
+
+    def __post_init__(self):
+        if self.benchmark.grid_search and self.train.runtime.strategy == "multi_worker":
+            raise ValueError("--grid_search chooses each next trial from the chief's scores, so it cannot run "
+                             "with --strategy=multi_worker")
 
 
 def floats(text):

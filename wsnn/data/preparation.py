@@ -31,15 +31,16 @@ SOURCES = ("fashion_tags", "mirflickr", "nuswide", "jsonl")
 
 @dataclasses.dataclass(frozen=True)
 class PrepareConfig:
-    """What to prepare and how (one flag per field)."""
+    """What to prepare and how (one flag per field; in a training or benchmark run, `workdir` and
+    `seed` are the run's: `shared`)."""
 
     source: str = field("fashion_tags", f"Where the collection comes from: {', '.join(SOURCES)}.")
     data_dir: str = field("", "fashion_tags: the Fashion-MNIST directory (default: Debian's); "
                               "mirflickr, nuswide: the unzipped archives; jsonl: annotations.jsonl "
                               "or its directory.")
-    workdir: str = field("runs/fashion_tags", "Outputs go to <workdir>/prepared.")
+    workdir: str = field("runs/fashion_tags", "Outputs go to <workdir>/prepared.", shared=True)
     num_images: int = field(10000, "FashionTags: number of images.")
-    seed: int = field(0, "FashionTags and RandomGuess seed.", bounds=checks.SEED_BOUNDS)
+    seed: int = field(0, "FashionTags and RandomGuess seed.", bounds=checks.SEED_BOUNDS, shared=True)
     min_tag_fraction: float = field(0.001, "Drop tags used by fewer than this fraction of the "
                                            "images (the paper: 0.001).")
     strict: bool = field(False, "Fail on a corrupt image instead of skipping it.")
