@@ -330,6 +330,9 @@ class RuntimeConfig(_Group):
     overwrite: bool = field(False, "Start fresh: remove this run's task directories (checkpoints, "
                                    "outputs) and TensorBoard logs first; the prepared data and "
                                    "export versions elsewhere stay.")
+    prefetch_batches: bool = field(True, "Read each step's batch (all that does not depend on the weights) "
+                                         "in a background thread while the step before it trains "
+                                         "(wsnn.training.inputs); the batches are the same either way.")
     checkpoint_every_steps: int = field(200, "Checkpoint every this many steps (and at epoch ends).",
                                         bounds="[1, inf)")
     log_every_steps: int = field(20, "Progress line and scalar summaries every this many steps.",

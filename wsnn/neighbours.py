@@ -34,6 +34,7 @@ candidates that are all that old; measured in BUILD_NOTES.md).
 
 import math
 
+import keras
 import numpy as np
 import scipy.sparse
 
@@ -63,8 +64,16 @@ def neighbour_recall(indices, reference, group_size):
                           for g, r in zip(groups, reference)]))
 
 
-class NeighbourBatches:
+class NeighbourBatches(keras.utils.PyDataset):
     """Training batches of anchors and their current nearest neighbours (Algorithm 1).
+
+    A `keras.utils.PyDataset` (Keras 3's name for `tf.keras.utils.Sequence`):
+    ``len()``, ``[i]`` and `on_epoch_end`, as the paper's design has it. The
+    trainer keeps its own loop (no `model.fit`) and reads batch i in two
+    parts: `prepare` (anchors, candidates and their images: no weights
+    involved, so `wsnn.training.inputs.Prefetcher` runs it in a background
+    thread while the previous step trains) and `finish` (the choice of
+    neighbours with the live weights). ``batches[i]`` is both at once.
 
     Each epoch every image is an anchor exactly once, in an order shuffled by
     ``np.random.default_rng([seed, epoch])``. Batch i takes the next s/m
@@ -77,7 +86,8 @@ class NeighbourBatches:
     `embed_fn` must use the model being trained (not a copy of its weights),
     so the neighbours follow the network phi_n as it learns.
 
-    Items are ``(images, user_tags, indices)``, for the trainer's own loop.
+    Items are ``(images, user_tags, indices)``, for the trainer's own loop
+    (not Keras' (x, y, sample_weight)).
 
     Args:
       image_source: a `wsnn.data.pipeline.ImageSource` (``get`` and
@@ -109,6 +119,7 @@ class NeighbourBatches:
     def __init__(self, image_source, user_tags, candidates, embed_fn, batch_size=64,
                  group_size=8, seed=0, epoch=0, max_embed_batch=4096, bank=None, shortlist=0,
                  extrapolation=0.0):
+        super().__init__()  # PyDataset's workers stay unused: see `prepare`
         self.image_source = image_source
         self.embed_fn = embed_fn
         self.batch_size = checks.positive_int(batch_size, "batch_size s")
@@ -159,7 +170,7 @@ class NeighbourBatches:
         self.extrapolation = float(extrapolation)
         self.drift, self.bank_step, self.step = None, None, 0
         self.images_embedded = 0  # a running count, for cost measurements
-        self.epoch = None
+        self._orders = {}
         self.set_epoch(epoch)
 
     def refresh_bank(self, step=0, progress=None):
@@ -198,67 +209,93 @@ class NeighbourBatches:
 
     def set_epoch(self, epoch):
         """Uses the anchor order of `epoch` (the same for the same seed and epoch)."""
-        if self.epoch == int(epoch):
-            return  # the trainer calls this every step; the order is already that epoch's
         self.epoch = int(epoch)
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.anchor_order = rng.permutation(self.image_source.num_images)
+
+    def on_epoch_end(self):
+        """Keras' call after an epoch: the next epoch's anchor order."""
+        self.set_epoch(self.epoch + 1)
+
+    @property
+    def anchor_order(self):
+        """The current epoch's order of the anchors."""
+        return self.order_of(self.epoch)
+
+    def order_of(self, epoch):
+        """Epoch `epoch`'s order of the anchors: ``np.random.default_rng([seed, epoch])``'s permutation."""
+        if epoch not in self._orders:  # the trainer asks every step; the two latest epochs are kept
+            self._orders = {e: o for e, o in self._orders.items() if e > epoch - 2}
+            self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(
+                self.image_source.num_images)
+        return self._orders[epoch]
 
     def __len__(self):
         return math.ceil(self.image_source.num_images / self.anchors_per_batch)
 
     def group_indices(self, index):
         """The s image indices of batch `index` (embeds, like `__getitem__`)."""
-        return self._select(index)[0]
+        return self.finish(self.prepare(index))[2]
 
     def __getitem__(self, index):
-        """Batch `index`: (uint8 images s x H x W x ch, float32 G rows s x C, int64 indices s)."""
-        indices, images = self._select(index)
-        if images is None:
-            images = self.image_source.get(indices)
-        user_tags = self.user_tags[indices].toarray().astype(np.float32)
-        return images, user_tags, indices
+        """Batch `index` of the current epoch: (uint8 images s x H x W x ch, float32 G rows s x C,
+        int64 indices s)."""
+        return self.finish(self.prepare(index))
 
-    def _select(self, index):
-        """Algorithm 1 for one batch.
+    def prepare(self, index, epoch=None):
+        """The part of batch `index` that does not depend on the weights: its anchors, their
+        candidates, the sorted distinct indices of both and, when they will be embedded, their
+        images.
 
-        Returns:
-          (the s batch indices, their images if they were all loaded, else None).
+        Safe to run in another thread while a step changes the weights
+        (`wsnn.training.inputs.Prefetcher`); `finish` does the rest.
+
+        Args:
+          index: the batch, in [0, len(self)).
+          epoch: whose anchor order to use; None: the current epoch's.
         """
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} out of range [0, {len(self)})")
-        n, a = len(self.anchor_order), self.anchors_per_batch
-        anchors = self.anchor_order[(index * a + np.arange(a)) % n]
+        order = self.order_of(self.epoch if epoch is None else int(epoch))
+        n, a = len(order), self.anchors_per_batch
+        anchors = order[(index * a + np.arange(a)) % n]
         candidates = self.candidates[anchors]
-        batch_images = None
+        # Candidate sets overlap; each distinct image is read (and later embedded) once. Ranked
+        # against the bank alone, only the s chosen images are read (by `finish`).
+        loaded = np.unique(np.concatenate([anchors, candidates.reshape(-1)]))
+        embeds = self.bank is None or self.shortlist
+        return anchors, candidates, loaded, self.image_source.get(loaded) if embeds else None
+
+    def finish(self, prepared):
+        """Algorithm 1's choice for a `prepare`d batch, with the current weights (or bank).
+
+        Returns:
+          (uint8 images s x H x W x ch, float32 G rows s x C, int64 indices s).
+        """
+        anchors, candidates, loaded, images = prepared
         if self.bank is None:
-            distances, loaded, images = self._current_distances(anchors, candidates)
+            distances = self._current_distances(anchors, candidates, loaded, self._embed(images))
         else:
-            loaded = np.unique(np.concatenate([anchors, candidates.reshape(-1)]))
-            distances = _distances(self._bank_features(loaded), np.searchsorted(loaded, anchors),
-                                   np.searchsorted(loaded, candidates))
+            distances = self._current_distances(anchors, candidates, loaded, self._bank_features(loaded))
             if self.shortlist:
                 ranked = np.argsort(distances, axis=1, kind="stable")
                 # Columns back in candidate-rank order, so that ties still go to the lower rank.
                 candidates = np.take_along_axis(candidates, np.sort(ranked[:, :self.shortlist], axis=1), axis=1)
-                distances, loaded, images = self._current_distances(anchors, candidates)
+                shortlisted = np.unique(np.concatenate([anchors, candidates.reshape(-1)]))
+                images = images[np.searchsorted(loaded, shortlisted)]
+                loaded = shortlisted
+                distances = self._current_distances(anchors, candidates, loaded, self._embed(images))
         # Stable sort: equal distances keep the lower candidate rank first.
         nearest = np.argsort(distances, axis=1, kind="stable")[:, :self.group_size - 1]
         chosen = np.take_along_axis(candidates, nearest, axis=1)
         indices = np.concatenate([anchors[:, np.newaxis], chosen], axis=1).reshape(-1).astype(np.int64)
-        if self.bank is None or self.shortlist:
-            batch_images = images[np.searchsorted(loaded, indices)]
-        return indices, batch_images
+        user_tags = self.user_tags[indices].toarray().astype(np.float32)
+        if images is None:
+            return self.image_source.get(indices), user_tags, indices
+        return images[np.searchsorted(loaded, indices)], user_tags, indices
 
-    def _current_distances(self, anchors, candidates):
-        """Distances under the current network: (a x k distances, the sorted distinct indices
-        embedded, their images)."""
-        # Candidate sets overlap; each distinct image is embedded once.
-        loaded = np.unique(np.concatenate([anchors, candidates.reshape(-1)]))
-        images = self.image_source.get(loaded)
-        distances = _distances(self._embed(images), np.searchsorted(loaded, anchors),
-                               np.searchsorted(loaded, candidates))
-        return distances, loaded, images
+    @staticmethod
+    def _current_distances(anchors, candidates, loaded, features):
+        """a x k distances of each anchor to its candidates, `features` being those of `loaded`."""
+        return _distances(features, np.searchsorted(loaded, anchors), np.searchsorted(loaded, candidates))
 
     def _embed(self, images):
         """Features (float64, k x d) from `embed_fn`, at most max_embed_batch images per call."""
