@@ -329,3 +329,26 @@ def test_extrapolated_bank_follows_a_linear_drift():
     assert fast[0.0].drift is None and fast[1.0].bank_step == 10
     with pytest.raises(ValueError, match="extrapolation"):
         _batches(dataset, embed, candidates, bank=np.zeros((N, 3)), extrapolation=-1)
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_keras_pydataset_read_in_two_parts(fast):
+    dataset, embed, candidates = _pixel_candidates_and_random_embedding()
+    kwargs = dict(bank=embed(ImageSource(dataset).get(np.arange(N))), shortlist=5) if fast else {}
+    batches, _ = _batches(dataset, embed, candidates, seed=3, **kwargs)
+    assert isinstance(batches, keras.utils.PyDataset)
+    first = [batches[i] for i in range(len(batches))]
+    batches.on_epoch_end()
+    assert batches.epoch == 1
+    second = [batches[i] for i in range(len(batches))]
+    assert not np.array_equal(first[0][2], second[0][2])
+    # prepare (any epoch, e.g. read ahead from another thread) then finish gives the same batch.
+    for epoch, expected in ((0, first), (1, second)):
+        for i in (0, len(batches) - 1):
+            got = batches.finish(batches.prepare(i, epoch))
+            for a, b in zip(got, expected[i]):
+                np.testing.assert_array_equal(a, b)
+    # The images are those of the chosen indices, and the user tags their rows of G.
+    images, user_tags, indices = second[2]
+    np.testing.assert_array_equal(images, ImageSource(dataset).get(indices))
+    np.testing.assert_array_equal(user_tags, dataset.user_tags[indices].toarray())
