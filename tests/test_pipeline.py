@@ -176,3 +176,12 @@ def test_grey_model_reads_cmyk_jpeg_gif_and_bmp_files(tmp_path):
     rgb = ImageSource(dataset, image_size=6, channels=3).get([0, 1, 2])
     np.testing.assert_array_equal(rgb[2], image)     # BMP is lossless
     np.testing.assert_array_equal(grey, ImageSource(_array_set(rgb), channels=1).get([0, 1, 2]))
+
+
+def test_chunks_cover_every_image_in_order():
+    images = np.random.default_rng(7).integers(0, 256, (11, 5, 5), dtype=np.uint8)
+    source = ImageSource(from_tag_lists([f"i{i}" for i in range(11)], [["a"]] * 11, image_array=images))
+    chunks = list(source.chunks(4))
+    assert [len(c) for c in chunks] == [4, 4, 3]
+    np.testing.assert_array_equal(np.concatenate(chunks), source.get(np.arange(11)))
+    assert [len(c) for c in source.chunks(11)] == [11]

@@ -97,9 +97,7 @@ def _vgg16(x, input_shape, weights):
 
 def source_features(model, source, chunk=512):
     """phi of every image of an ImageSource (`wsnn.data.pipeline`), in inference mode, N x d NumPy."""
-    return np.concatenate([np.asarray(model(source.get(np.arange(i, min(i + chunk, source.num_images))),
-                                            training=False)["features"])
-                           for i in range(0, source.num_images, chunk)])
+    return np.concatenate([np.asarray(model(images, training=False)["features"]) for images in source.chunks(chunk)])
 
 
 def build_model(backbone, num_tags, input_shape, weights="none", freeze_batch_norm=False):

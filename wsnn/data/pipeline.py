@@ -178,6 +178,19 @@ class ImageSource:
         with concurrent.futures.ThreadPoolExecutor(self.num_workers) as pool:
             return np.stack(list(pool.map(self._read, paths)))
 
+    def chunks(self, chunk=512):
+        """Yields the images of every index in order, `chunk` at a time, each chunk read in a
+        background thread while the caller works on the one before (chunked inference)."""
+        starts = range(0, self.num_images, chunk)
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wsnn-chunks") as pool:
+            ahead = None
+            for start in starts:
+                current = ahead or pool.submit(self.get, np.arange(start, min(start + chunk, self.num_images)))
+                following = start + chunk
+                ahead = (pool.submit(self.get, np.arange(following, min(following + chunk, self.num_images)))
+                         if following < self.num_images else None)
+                yield current.result()
+
     def _from_array(self, indices):
         images = self.dataset.image_array[indices]
         if images.ndim == 3:

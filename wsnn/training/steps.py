@@ -82,11 +82,9 @@ class Steps:
         return self._predict(tf.constant(images)).numpy()
 
     def predict(self, source, chunk=512):
-        """Tag probabilities P of every image of an ImageSource."""
-        return np.concatenate([self.predict_images(source.get(np.arange(i, min(i + chunk, source.num_images))))
-                               for i in range(0, source.num_images, chunk)])
+        """Tag probabilities P of every image of an ImageSource (the next chunk read meanwhile)."""
+        return np.concatenate([self.predict_images(images) for images in source.chunks(chunk)])
 
     def features(self, source, chunk=512):
-        """phi of every image of an ImageSource."""
-        return np.concatenate([self.embed(source.get(np.arange(i, min(i + chunk, source.num_images))))
-                               for i in range(0, source.num_images, chunk)])
+        """phi of every image of an ImageSource (the next chunk read meanwhile)."""
+        return np.concatenate([self.embed(images) for images in source.chunks(chunk)])
