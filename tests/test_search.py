@@ -181,3 +181,16 @@ def test_candidates_by_each_search():
     assert search.candidates(features, 7, "ivf").shape == (60, 7)
     with pytest.raises(ValueError, match="must be one of exact, pca, ivf"):
         search.candidates(features, 7, "hnsw")
+
+
+def test_candidate_ranking_is_float64_and_keeps_ties_in_candidate_order():
+    features = np.array([[0, 0], [3, 4], [0, 5], [1, 1], [5, 0]], np.float32)
+    distances = search.candidate_distances(features, [0, 3], [[1, 2, 3, 4], [0, 1, 2, 4]])
+    assert distances.dtype == np.float64
+    np.testing.assert_array_equal(distances, [[25, 25, 2, 25], [2, 13, 17, 17]])
+    # Equal distances keep the lower candidate position first.
+    np.testing.assert_array_equal(search.nearest_candidates(distances, 3), [[2, 0, 1], [0, 1, 2]])
+    # Two candidates whose float32 differences from the anchor round alike but whose float64 do not.
+    near = np.array([[1.0], [1.0 + 2 ** -23], [1.0 + 2 ** -22]], np.float32) * 4096
+    d = search.candidate_distances(near, [2], [[0, 1]])
+    assert d[0, 0] > d[0, 1] and list(search.nearest_candidates(d, 2)[0]) == [1, 0]

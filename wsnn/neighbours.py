@@ -43,14 +43,6 @@ from wsnn import checks, search
 __all__ = ["NeighbourBatches", "neighbour_recall"]
 
 
-def _distances(features, anchors, candidates):
-    """a x k squared distances between features[anchors[i]] and features[candidates[i, j]]."""
-    # One group at a time: a x k x d differences at once would be large.
-    # float64 so that distances between nearby features keep their order.
-    return np.stack([np.sum((features[group].astype(np.float64) - features[anchor]) ** 2, axis=1)
-                     for anchor, group in zip(anchors, candidates)])
-
-
 def neighbour_recall(indices, reference, group_size):
     """Mean share of each group's m-1 reference neighbours that `indices` also chose.
 
@@ -276,15 +268,14 @@ class NeighbourBatches(keras.utils.PyDataset):
         else:
             distances = self._current_distances(anchors, candidates, loaded, self._bank_features(loaded))
             if self.shortlist:
-                ranked = np.argsort(distances, axis=1, kind="stable")
+                ranked = search.nearest_candidates(distances, self.shortlist)
                 # Columns back in candidate-rank order, so that ties still go to the lower rank.
-                candidates = np.take_along_axis(candidates, np.sort(ranked[:, :self.shortlist], axis=1), axis=1)
+                candidates = np.take_along_axis(candidates, np.sort(ranked, axis=1), axis=1)
                 shortlisted = np.unique(np.concatenate([anchors, candidates.reshape(-1)]))
                 images = images[np.searchsorted(loaded, shortlisted)]
                 loaded = shortlisted
                 distances = self._current_distances(anchors, candidates, loaded, self._embed(images))
-        # Stable sort: equal distances keep the lower candidate rank first.
-        nearest = np.argsort(distances, axis=1, kind="stable")[:, :self.group_size - 1]
+        nearest = search.nearest_candidates(distances, self.group_size - 1)
         chosen = np.take_along_axis(candidates, nearest, axis=1)
         indices = np.concatenate([anchors[:, np.newaxis], chosen], axis=1).reshape(-1).astype(np.int64)
         user_tags = self.user_tags[indices].toarray().astype(np.float32)
@@ -295,7 +286,8 @@ class NeighbourBatches(keras.utils.PyDataset):
     @staticmethod
     def _current_distances(anchors, candidates, loaded, features):
         """a x k distances of each anchor to its candidates, `features` being those of `loaded`."""
-        return _distances(features, np.searchsorted(loaded, anchors), np.searchsorted(loaded, candidates))
+        return search.candidate_distances(features, np.searchsorted(loaded, anchors),
+                                          np.searchsorted(loaded, candidates))
 
     def _embed(self, images):
         """Features (float64, k x d) from `embed_fn`, at most max_embed_batch images per call."""

@@ -21,7 +21,8 @@ import numpy as np
 from wsnn import checks
 
 __all__ = ["DISTANCES", "CANDIDATE_SEARCHES", "for_distance", "check_features", "distance_chunks", "smallest",
-           "nearest", "nearest_on_device", "ivf_parameters", "nearest_ivf", "reduce_dimensions", "candidates"]
+           "candidate_distances", "nearest_candidates", "nearest", "nearest_on_device", "ivf_parameters", "ivf_index", "nearest_ivf", "reduce_dimensions",
+           "candidates"]
 
 DISTANCES = ("euclidean", "cosine")
 CANDIDATE_SEARCHES = ("exact", "pca", "ivf")
@@ -129,6 +130,25 @@ def smallest(distances, k):
     columns = np.nonzero(keep)[1].reshape(len(distances), k)  # ascending within a row
     order = np.argsort(np.take_along_axis(distances, columns, axis=1), axis=1, kind="stable")
     return np.take_along_axis(columns, order, axis=1)
+
+
+def candidate_distances(features, anchors, candidates):
+    """a x k squared distances between features[anchors[i]] and features[candidates[i, j]].
+
+    In float64, so that distances between nearby features keep their order,
+    whatever the features' dtype (Algorithm 1's choice and everything that
+    shows or measures it must agree on near ties).
+    """
+    # One group at a time: a x k x d differences at once would be large.
+    features = np.asarray(features)
+    return np.stack([np.sum((features[group].astype(np.float64) - features[anchor]) ** 2, axis=1)
+                     for anchor, group in zip(anchors, candidates)])
+
+
+def nearest_candidates(distances, count):
+    """Column positions of each row's `count` smallest `candidate_distances`, nearest first; equal
+    distances keep the lower position (the candidate nearer under phi_0) first."""
+    return np.argsort(distances, axis=1, kind="stable")[:, :count]
 
 
 def nearest(base, k, queries=None, exclude_self=False, chunk_size=1024, progress=None,
@@ -262,6 +282,19 @@ def ivf_parameters(n):
     return lists, max(1, lists // 8)
 
 
+def ivf_index(base, lists, seed=0):
+    """faiss's IndexIVFFlat over the float32 rows `base`: k-means into `lists` lists, fitted on at
+    most 64 rows per list drawn with `seed`, then every row added to its list."""
+    import faiss  # imported here: only this search needs it
+
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(base.shape[1]), base.shape[1], lists)
+    index.cp.seed = seed
+    sample = np.random.default_rng(seed).choice(len(base), min(len(base), 64 * lists), replace=False)
+    index.train(base[np.sort(sample)])
+    index.add(base)
+    return index
+
+
 def nearest_ivf(base, k, exclude_self=False, lists=None, probes=None, seed=0, chunk_size=4096, progress=None):
     """The approximately k nearest base rows of every base row: faiss's inverted-file index.
 
@@ -286,10 +319,8 @@ def nearest_ivf(base, k, exclude_self=False, lists=None, probes=None, seed=0, ch
     Returns:
       int64 array N x k of base indices, nearest first.
     """
-    import faiss  # imported here: only this search needs it
-
     base = np.ascontiguousarray(check_features(base)[0], np.float32)
-    n, d = base.shape
+    n = len(base)
     available = n - bool(exclude_self)
     if isinstance(k, bool) or int(k) != k or not 1 <= k <= available:
         raise ValueError(f"k={k!r} must be in [1, {available}]: N={n} base rows")
@@ -298,11 +329,7 @@ def nearest_ivf(base, k, exclude_self=False, lists=None, probes=None, seed=0, ch
     lists, probes = lists or default_lists, probes or default_probes
     if not 1 <= probes <= lists <= n:
         raise ValueError(f"probes={probes}, lists={lists}: need 1 <= probes <= lists <= N={n}")
-    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, lists)
-    index.cp.seed = seed
-    sample = np.random.default_rng(seed).choice(n, min(n, 64 * lists), replace=False)
-    index.train(base[np.sort(sample)])
-    index.add(base)
+    index = ivf_index(base, lists, seed)
     index.nprobe = probes
     wanted = k + bool(exclude_self)
     found = np.empty((n, k), np.int64)
