@@ -1,4 +1,4 @@
-"""Candidate search at NUS-WIDE's size: exact chunked search, scikit-learn brute force, PCA; prints JSON.
+"""Candidate search at NUS-WIDE's size: exact chunked search, scikit-learn brute force, PCA, IVF; prints JSON.
 
     .venv/bin/python tools/bench_search.py [--n=200000] [--d=4096] [--m=512] [--queries=2000] [--dims=256]
 
@@ -19,7 +19,14 @@ Timed, each with its peak resident memory above the level before it:
                not projected); its recall@M against the exact sets of the
                sampled queries, and the share of each query's 7 (m-1)
                exact nearest images that are among its PCA candidates.
-BLAS uses every core the machine has (2 on the development machine).
+  ivf          `wsnn.search.ivf_index` (faiss IndexIVFFlat, `ivf_parameters(N)`
+               lists) built on all N (timed whole), then the sampled queries
+               searched with 1/32, 1/8 (the default), 1/4 and 1/2 of the lists
+               probed (projected to all N and added to the build time); recall@M
+               against the exact sets, and the speed-up over exact (timed
+               before and again after ivf, the mean of both: the load of a
+               shared machine changes during the run).
+BLAS and faiss use every core the machine has (2 on the development machine).
 """
 
 import argparse
@@ -65,6 +72,7 @@ def main():
     parser.add_argument("--dims", type=int, default=256, help="PCA components")
     parser.add_argument("--chunk_size", type=int, default=1024)
     parser.add_argument("--skip_sklearn", action="store_true")
+    parser.add_argument("--skip_pca", action="store_true")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -95,14 +103,43 @@ def main():
         print(f"sklearn: {report['sklearn_brute']}", file=sys.stderr, flush=True)
         del index, found
 
+    if not args.skip_pca:
+        with PeakMemory() as usage:
+            reduced = search.reduce_dimensions(features, args.dims)
+            reduce_s = usage.elapsed()
+            candidates = search.nearest(reduced, args.m, exclude_self=True, chunk_size=args.chunk_size)
+        report["pca"] = {"all_s": usage.seconds, "reduce_s": reduce_s, "peak_mib": usage.mib,
+                         "recall_at_m": _recall(candidates[rows], exact, args.m),
+                         "exact_top7_in_candidates": float(np.mean([len(np.intersect1d(a, b[:7])) / 7
+                                                                     for a, b in zip(candidates[rows], exact)]))}
+        print(f"pca: {report['pca']}", file=sys.stderr, flush=True)
+        del reduced, candidates
+
+    # ivf: the index is built once (fixed cost); searching is linear in the queries, so the
+    # sampled queries' time is projected to all N, as for exact.
+    lists, default_probes = search.ivf_parameters(args.n)
     with PeakMemory() as usage:
-        reduced = search.reduce_dimensions(features, args.dims)
-        reduce_s = usage.elapsed()
-        candidates = search.nearest(reduced, args.m, exclude_self=True, chunk_size=args.chunk_size)
-    report["pca"] = {"all_s": usage.seconds, "reduce_s": reduce_s, "peak_mib": usage.mib,
-                     "recall_at_m": _recall(candidates[rows], exact, args.m),
-                     "exact_top7_in_candidates": float(np.mean([len(np.intersect1d(a, b[:7])) / 7
-                                                                 for a, b in zip(candidates[rows], exact)]))}
+        index = search.ivf_index(features, lists)
+    report["ivf"] = {"lists": lists, "default_probes": default_probes, "build_s": usage.seconds,
+                     "build_peak_mib": usage.mib, "by_probes": []}
+    for probes in sorted({max(1, lists // 32), lists // 8, lists // 4, lists // 2}):
+        index.nprobe = probes
+        with PeakMemory() as usage:
+            found = _drop_self(index.search(features[rows], args.m + 1)[1], rows, args.m)
+        row = {"probes": probes, "queries_s": usage.seconds,
+               "projected_all_s": report["ivf"]["build_s"] + usage.seconds * scale,
+               "recall_at_m": _recall(found, exact, args.m)}
+        report["ivf"]["by_probes"].append(row)
+        print(f"ivf: {row}", file=sys.stderr, flush=True)
+    # exact again: on a shared machine the load changes during the run; the speed-ups use the mean
+    # of both exact timings.
+    del index
+    with PeakMemory() as usage:
+        search.nearest(features, args.m + 1, queries=features[rows], chunk_size=args.chunk_size)
+    report["exact_again"] = {"queries_s": usage.seconds, "projected_all_s": usage.seconds * scale}
+    exact_s = (report["exact"]["projected_all_s"] + report["exact_again"]["projected_all_s"]) / 2
+    for row in report["ivf"]["by_probes"]:
+        row["speedup_vs_exact"] = exact_s / row["projected_all_s"]
     report["total_s"] = time.perf_counter() - started
     print(json.dumps(report, indent=2))
 
