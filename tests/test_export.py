@@ -195,7 +195,7 @@ def test_cut_variables_file_is_one_error_naming_it(exported, tmp_path):
 def task_dir(tmp_path_factory):
     """A task directory as training leaves it for `wsnn.export`: model.json and a checkpoint."""
     directory = tmp_path_factory.mktemp("task")
-    serving.write_model_facts(str(directory), "small_cnn", TAGS, (8, 8, 1), 40_000_000)
+    serving.write_model_facts(str(directory / "model.json"), "small_cnn", TAGS, (8, 8, 1), 40_000_000)
     tf.train.CheckpointManager(tf.train.Checkpoint(model=_model()), str(directory / "checkpoints"), 1).save()
     return directory
 

@@ -180,23 +180,22 @@ def test_warm_start_from_other_data_is_refused(tmp_path, two_cpu_strategy):
 
 
 def test_edited_source_is_prepared_again_and_workdir_spelling_is_not_a_setting(tmp_path, capsys, monkeypatch):
-    from wsnn import train_lib
-    from wsnn.data.preparation import PrepareConfig
+    from wsnn.data.preparation import PrepareConfig, load_or_prepare
 
     data = _collection(tmp_path / "photos", count=12)
     config = PrepareConfig(source="jsonl", data_dir=str(data), workdir=str(tmp_path / "run"),
                                    min_tag_fraction=0)
-    train_lib.load_or_prepare(config)
+    load_or_prepare(config)
     manifest = tmp_path / "run" / "prepared" / "manifest.json"
     written = manifest.stat().st_mtime_ns
     monkeypatch.chdir(tmp_path)
     for spelling in (str(tmp_path / "run") + "/", "run", "./run/../run"):
         for data_dir in (str(data), "photos/annotations.jsonl"):
             same = PrepareConfig(source="jsonl", data_dir=data_dir, workdir=spelling, min_tag_fraction=0)
-            train_lib.load_or_prepare(same)
+            load_or_prepare(same)
     assert manifest.stat().st_mtime_ns == written and "preparing again" not in capsys.readouterr().out
     _collection(tmp_path / "photos", rename={"dog": "wolf"}, count=12)
-    dataset = train_lib.load_or_prepare(config)
+    dataset = load_or_prepare(config)
     assert "the source files changed" in capsys.readouterr().out and "wolf" in dataset.tag_names
 
 
@@ -222,12 +221,12 @@ def test_unwritable_workdir_is_one_line(tmp_path):
 
 
 def test_nan_stop_is_one_line():
-    # The entry point with train_lib.run replaced by one that stops as a NaN loss does.
-    script = ("import sys; from wsnn import train, train_lib\n"
+    # The entry point with runner.run replaced by one that stops as a NaN loss does.
+    script = ("import sys; from wsnn import train\nfrom wsnn.training import runner\n"
               "from wsnn.training.hooks import NonFiniteLossError\n"
               "def diverge(*args):\n"
               "    raise NonFiniteLossError('loss became nan at stage 2, step 6; last checkpoint x')\n"
-              "train_lib.run = diverge\n"
+              "runner.run = diverge\n"
               "sys.argv = ['wsnn.train', '--workdir=unused']\n"
               "train.run()\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=False)

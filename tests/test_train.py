@@ -146,9 +146,9 @@ def _tiny_dataset(seed=0):
 class _PoisonSecondStage2Step(Hook):
     """Makes the weights NaN before the second stage-2 step, so that its loss is NaN."""
 
-    def before_step(self, trainer, context):
+    def before_step(self, run, context):
         if context.stage == 2 and context.done_here == 1:
-            kernel = trainer.model.get_layer("tag_probs").kernel
+            kernel = run.state.model.get_layer("tag_probs").kernel
             kernel.assign(np.full(kernel.shape, np.nan, np.float32))
 
 
@@ -181,7 +181,7 @@ def test_fast_mode_bank_is_refreshed_at_start_and_every_n_steps(tmp_path, two_cp
                               neighbour_mode="fast", shortlist=4, bank_refresh_steps=refresh_steps)
     trainer = Trainer(config, dataset, "refinement", two_cpu_strategy)
     summary = trainer.run().summary
-    assert len(trainer.bank_refresh_times) == refreshes
+    assert len(trainer.records.bank_refresh_times) == refreshes
     assert trainer.batches.shortlist == 4 and trainer.batches.bank.shape == (32, 256)
     # 3 stage-2 epochs of 16 steps: refreshed at step 0, then every 16 (an epoch) / 5 / 20 steps.
     assert summary["steps"]["completed"] == 4 + 3 * 16
@@ -199,7 +199,7 @@ def test_candidate_dims_searches_in_principal_components(tmp_path, two_cpu_strat
     trainer = Trainer(config, dataset, "refinement", two_cpu_strategy)
     phi0 = trainer.run().phi0["train"]
     expected = search.nearest(search.reduce_dimensions(phi0, 5, seed=0), 6, exclude_self=True)
-    np.testing.assert_array_equal(trainer.candidates, expected)
+    np.testing.assert_array_equal(trainer.records.candidates, expected)
     np.testing.assert_array_equal(np.load(tmp_path / "refinement" / "candidates.npy"), expected)
 
 
@@ -380,7 +380,7 @@ class _BatchIndices(Hook):
     def __init__(self):
         self.stage2 = []
 
-    def before_step(self, trainer, context):
+    def before_step(self, run, context):
         if context.stage == 2:
             self.stage2.append(context.idx)
 
@@ -415,7 +415,7 @@ class _Stage1Indices(Hook):
     def __init__(self):
         self.stage1 = []
 
-    def before_step(self, trainer, context):
+    def before_step(self, run, context):
         if context.stage == 1:
             self.stage1.append(context.idx)
 

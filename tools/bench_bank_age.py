@@ -50,19 +50,19 @@ class _Snapshots(Hook):
     def __init__(self, every, steps):
         self.every, self.steps, self.features = every, steps, {}
 
-    def _take(self, trainer, step):
-        self.features[step] = trainer.features(trainer.train_source).astype(np.float64)
+    def _take(self, run, step):
+        self.features[step] = run.steps.features(run.data.train_source).astype(np.float64)
         print(f"step {step}: snapshot taken", file=sys.stderr, flush=True)
 
-    def begin_stage(self, trainer, stage):
+    def begin_stage(self, run, stage):
         if stage == 2:
-            self._take(trainer, 0)
+            self._take(run, 0)
 
-    def after_step(self, trainer, context):
+    def after_step(self, run, context):
         if context.stage != 2:
             return
         if context.stage_step % self.every == 0:
-            self._take(trainer, context.stage_step)
+            self._take(run, context.stage_step)
         if context.stage_step >= self.steps:
             raise _Enough()
 
@@ -78,13 +78,13 @@ def main(argv):
     if config.data.task == "both" or not config.runtime.warm_start_from:
         print("bench_bank_age: give --task=annotation|refinement and --warm_start_from", file=sys.stderr)
         return 2
-    from wsnn import train_lib
+    from wsnn.data.preparation import load_or_prepare
     from wsnn.training import distribute
     from wsnn.training.trainer import Trainer
 
     logging.set_verbosity(logging.WARNING)
     strategy = distribute.make_strategy(config.runtime.num_devices)
-    dataset = train_lib.load_or_prepare(prepare_config)
+    dataset = load_or_prepare(prepare_config)
     snapshots = _Snapshots(FLAGS.every, FLAGS.steps)
     # Exact Algorithm 1 for as many epochs as --steps needs; the hook stops it at --steps.
     config = config.replace(neighbour_mode="exact", shortlist=0, stage2_epochs=10 ** 6, eval_max_images=0)
@@ -93,7 +93,7 @@ def main(argv):
         trainer.run()
     except _Enough:
         pass
-    candidates, m = trainer.candidates, config.neighbours.group_size
+    candidates, m = trainer.records.candidates, config.neighbours.group_size
     sample = np.random.default_rng(0).choice(len(candidates), min(FLAGS.anchors, len(candidates)), replace=False)
     rows = []
     for now in sorted(snapshots.features):

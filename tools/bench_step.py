@@ -46,14 +46,15 @@ FLAGS = flags.FLAGS
 
 def _summary(trainer):
     """Stage-2 step seconds and neighbour-choosing forward passes."""
-    times = [t for t, _ in trainer.step_times[2]]
-    batch = [b for _, b in trainer.step_times[2]]
+    times = [t for t, _ in trainer.records.step_times[2]]
+    batch = [b for _, b in trainer.records.step_times[2]]
     steps = len(times)
-    refreshes = len(trainer.bank_refresh_times)
+    refresh_times = trainer.records.bank_refresh_times
+    refreshes = len(refresh_times)
     embedded = trainer.batches.images_embedded  # refreshes included
     return {"step_s_median": float(np.median(times)), "batch_s_median": float(np.median(batch)),
             "steps_timed": steps, "images_embedded_per_step": embedded / steps,
-            "bank_refreshes": refreshes, "bank_refresh_s_per_step": float(np.sum(trainer.bank_refresh_times)) / steps}
+            "bank_refreshes": refreshes, "bank_refresh_s_per_step": float(np.sum(refresh_times)) / steps}
 
 
 class _Recall(Hook):
@@ -64,13 +65,13 @@ class _Recall(Hook):
     def __init__(self, every):
         self.every, self.exact, self.recalls = every, None, []
 
-    def before_step(self, trainer, context):
+    def before_step(self, run, context):
         if context.stage != 2 or context.step % self.every:
             return
-        config = trainer.config
+        config = run.config
         if self.exact is None:  # exact Algorithm 1 on the same candidates and the same live model
             self.exact = neighbours.NeighbourBatches(
-                trainer.train_source, trainer.user_tags, trainer.candidates, trainer.embed,
+                run.data.train_source, run.data.user_tags, run.records.candidates, run.steps.embed,
                 config.schedule.batch_size, config.neighbours.group_size, config.runtime.seed)
         self.exact.set_epoch(context.epoch)
         self.recalls.append(neighbours.neighbour_recall(context.idx, self.exact.group_indices(context.step),
@@ -107,10 +108,10 @@ def _task(config, dataset, task, strategy):
     phi0 = os.path.join(root, "exact")
     exact_config = config.replace(workdir=phi0, neighbour_mode="exact", shortlist=0, task=task)
     trainer, exact = _run(exact_config, dataset, task, strategy)
-    stage1 = float(np.median([t for t, _ in trainer.step_times[1]]))
+    stage1 = float(np.median([t for t, _ in trainer.records.step_times[1]]))
     _, again = _run(exact_config.replace(workdir=os.path.join(root, "exact_again"), warm_start_from=phi0),
                     dataset, task, strategy)
-    out = {"train_images": len(trainer.train_idx), "stage2_steps": len(trainer.step_times[2]),
+    out = {"train_images": len(trainer.data.train_idx), "stage2_steps": len(trainer.records.step_times[2]),
            "stage1_step_s_median": stage1,
            "exact": dict(exact, ratio=exact["step_s_median"] / stage1),
            "exact_again": dict(again, ratio=again["step_s_median"] / stage1,
@@ -139,12 +140,12 @@ def main(argv):
     except ValueError as e:
         print(f"bench_step: config error: {e}", file=sys.stderr)
         return 2
-    from wsnn import train_lib
+    from wsnn.data.preparation import load_or_prepare
     from wsnn.training import distribute
 
     logging.set_verbosity(logging.WARNING)
     strategy = distribute.make_strategy(config.runtime.num_devices)
-    dataset = train_lib.load_or_prepare(prepare_config)
+    dataset = load_or_prepare(prepare_config)
     flat = config.flat()
     tasks = ("annotation", "refinement") if flat["task"] == "both" else (flat["task"],)
     report = {"settings": {"num_images": dataset.num_images,

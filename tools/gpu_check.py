@@ -44,7 +44,7 @@ def _measure_hook(stage, steps):
         def __init__(self):
             self.records = []
 
-        def after_step(self, trainer, context):
+        def after_step(self, run, context):
             if context.stage != stage:
                 return
             self.records.append((context.batch_seconds, context.batch_seconds + context.step_seconds))

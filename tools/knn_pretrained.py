@@ -14,10 +14,10 @@ images. No network is trained here.
 import argparse
 import json
 
-from wsnn import metrics, models, train_lib
+from wsnn import metrics, models
 from wsnn.baselines import knn
 from wsnn.data import pipeline
-from wsnn.data.preparation import PrepareConfig
+from wsnn.data.preparation import PrepareConfig, load_or_prepare
 from wsnn.training.state import split
 
 
@@ -28,7 +28,7 @@ def main():
     parser.add_argument("--workdir", default="/tmp/knn_pretrained")
     parser.add_argument("--k", type=int, default=50)
     args = parser.parse_args()
-    dataset = train_lib.load_or_prepare(PrepareConfig(workdir=args.workdir, num_images=args.num_images))
+    dataset = load_or_prepare(PrepareConfig(workdir=args.workdir, num_images=args.num_images))
     train_idx, _, eval_idx = split(dataset.num_images, "annotation", 0.2, 0, 0.1)
     train, evaluated = dataset.subset(train_idx), dataset.subset(eval_idx)
     sources = [pipeline.ImageSource(s) for s in (train, evaluated)]

@@ -19,10 +19,10 @@ import time
 
 import numpy as np
 
-from wsnn import metrics, models, train_lib
+from wsnn import metrics, models
 from wsnn.baselines import tagexample
 from wsnn.data import pipeline
-from wsnn.data.preparation import PrepareConfig
+from wsnn.data.preparation import PrepareConfig, load_or_prepare
 from wsnn.training.state import split
 
 
@@ -32,7 +32,7 @@ def main():
     parser.add_argument("--num_images", type=int, default=25000)
     parser.add_argument("--workdir", default="runs/benchmark_fashion_tags_25k")
     args = parser.parse_args()
-    dataset = train_lib.load_or_prepare(PrepareConfig(workdir=args.workdir, num_images=args.num_images))
+    dataset = load_or_prepare(PrepareConfig(workdir=args.workdir, num_images=args.num_images))
     train_idx, valid_idx, _ = split(dataset.num_images, "annotation", 0.2, 0, 0.2)
     train, valid = dataset.subset(train_idx), dataset.subset(valid_idx)
     sources = [pipeline.ImageSource(s) for s in (train, valid)]

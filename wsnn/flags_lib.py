@@ -13,7 +13,6 @@ than absl's parse error.
 """
 
 import dataclasses
-import os
 
 from absl import flags
 
@@ -61,10 +60,11 @@ def from_flags(cls, flag_values=flags.FLAGS, **overrides):
     return config_lib.build(cls, values)
 
 
-def write_config(config, directory, flag_values=None):
-    """Records the resolved config (config.json) and flags (flags.txt) in `directory`."""
+def write_config(config, layout, flag_values=None):
+    """Records the resolved config (config.json) and flags (flags.txt) in a task directory (its
+    `wsnn.training.layout.TaskLayout`)."""
     from wsnn import io_utils
 
-    io_utils.write_json(os.path.join(directory, "config.json"), dataclasses.asdict(config))
+    io_utils.write_json(layout.config, dataclasses.asdict(config))
     if flag_values is not None:
-        io_utils.write_text(os.path.join(directory, "flags.txt"), flag_values.flags_into_string())
+        io_utils.write_text(layout.flags, flag_values.flags_into_string())

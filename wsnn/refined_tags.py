@@ -17,9 +17,10 @@ import os
 import numpy as np
 
 from wsnn import io_utils
+from wsnn.training import layout
 
-NPZ = "refined_tags.npz"
-TSV = "refined_tags.tsv"
+# The names a task directory gives these files (`wsnn.training.layout`); blend's --out uses them too.
+NPZ, TSV = layout.REFINED_NPZ, layout.REFINED_TSV
 
 
 def write(out_dir, ids, user_tags, tag_names, scores, top_k, tag_sets=None):

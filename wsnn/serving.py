@@ -43,10 +43,10 @@ import tensorflow as tf
 from wsnn import io_utils
 from wsnn.data import images as images_lib
 from wsnn.data import pipeline
+from wsnn.training.layout import TaskLayout
 
 METADATA = "wsnn.json"
 TAGS = "tags.txt"
-MODEL_FACTS = "model.json"  # in a task directory: the model's shape and vocabulary (`export_from_checkpoint`)
 
 
 class ServingModule(tf.Module):
@@ -291,17 +291,16 @@ def export_from_checkpoint(task_dir, export_dir, top_k=10):
     from wsnn import models
 
     check_export_options(top_k)
-    facts_path = os.path.join(task_dir, MODEL_FACTS)
-    facts = io_utils.read_json(facts_path)
+    layout = TaskLayout(task_dir)
+    facts = io_utils.read_json(layout.model_facts)
     if facts is None:
-        raise ValueError(f"--workdir={task_dir}: no {MODEL_FACTS}; give the task directory of a training run "
-                         "such as runs/fashion_tags/refinement")
-    _check_model_facts(facts, facts_path)
-    identity_path = os.path.join(task_dir, "data_identity.json")
-    identity = io_utils.read_json(identity_path)
+        raise ValueError(f"--workdir={task_dir}: no {os.path.basename(layout.model_facts)}; give the task "
+                         "directory of a training run such as runs/fashion_tags/refinement")
+    _check_model_facts(facts, layout.model_facts)
+    identity = io_utils.read_json(layout.identity)
     if identity is not None and not isinstance(identity, dict):
-        raise ValueError(f"{identity_path}: expected a JSON object, got {type(identity).__name__}")
-    latest = tf.train.latest_checkpoint(os.path.join(task_dir, "checkpoints"))
+        raise ValueError(f"{layout.identity}: expected a JSON object, got {type(identity).__name__}")
+    latest = tf.train.latest_checkpoint(layout.checkpoints)
     if not latest:
         raise ValueError(f"--workdir={task_dir}: no checkpoint to export")
     model = models.build_model(facts["backbone"], len(facts["tag_names"]), facts["input_shape"])
@@ -333,8 +332,9 @@ def _check_model_facts(facts, path):
             raise ValueError(f"{path}: {problem}")
 
 
-def write_model_facts(task_dir, backbone, tag_names, input_shape, max_pixels):
-    """Records what `export_from_checkpoint` needs to build a task's model (model.json)."""
-    io_utils.write_json(os.path.join(task_dir, MODEL_FACTS),
+def write_model_facts(path, backbone, tag_names, input_shape, max_pixels):
+    """Records what `export_from_checkpoint` needs to build a task's model at `path` (a task's
+    `TaskLayout.model_facts`)."""
+    io_utils.write_json(path,
                         {"backbone": backbone, "tag_names": list(tag_names),
                          "input_shape": [int(x) for x in input_shape], "max_pixels": int(max_pixels)})

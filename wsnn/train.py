@@ -1,7 +1,7 @@
 """Train wsnn: `python -m wsnn.train --flagfile=flags/fashion_tags.cfg`.
 
 A thin entry point: flags -> a frozen config tree (`TrainRun`: `TrainConfig`, `PrepareConfig`)
--> `train_lib.run`. Flags: every leaf of both configs, listed by group in
+-> `wsnn.training.runner.run`. Flags: every leaf of both configs, listed by group in
 `--helpfull` (train.data, train.model, train.schedule, ...; prepare); absl
 reads `--flagfile` natively, so a flagfile is an experiment. Flags after the
 flagfile override it.
@@ -57,12 +57,12 @@ def main(argv):
     # Started here so that a config error is reported before TensorFlow loads.
     tf = tf_start.start()
 
-    from wsnn import train_lib
+    from wsnn.training import runner
 
     # Progress goes to stdout; TensorFlow's per-step INFO lines would drown it.
     logging.set_verbosity(logging.WARNING)
     try:
-        results = train_lib.run(config, prepare_config, FLAGS)
+        results = runner.run(config, prepare_config, FLAGS)
     except (ValueError, RuntimeError, FloatingPointError, OSError, tf.errors.OpError,
             wordnet_lib.WordNetUnavailable) as e:
         # Bad data, a busy or changed workdir, a NaN/Inf loss, a workdir that cannot be written:
@@ -73,7 +73,7 @@ def main(argv):
         print("done; this worker writes no outputs (the chief does)")
         return 0
     workdir = config.runtime.workdir
-    print(train_lib.format_table(results))
+    print(runner.format_table(results))
     print(f"Outputs: {workdir}/<task>/ (metrics.json, refined_tags.tsv, refined_tags.npz); "
           f"TensorBoard: tensorboard --logdir {workdir}/tensorboard")
     return 0

@@ -18,10 +18,10 @@ from wsnn.meter import PeakMemory
 def train(config, dataset, task, strategy):
     """Trains one task; returns (its `TaskResult`, or None on a worker other than the chief; its
     `PeakMemory`)."""
-    from wsnn import train_lib
+    from wsnn.training import runner
 
     with PeakMemory() as usage:
-        result = train_lib.train_task(config, dataset, task, strategy)
+        result = runner.train_task(config, dataset, task, strategy)
     return result, usage
 
 

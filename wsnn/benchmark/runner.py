@@ -63,7 +63,8 @@ def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=
 def run(config, prepare_config, bench):
     """The whole benchmark; returns the results dict written to results.json (None on a worker other
     than the chief)."""
-    from wsnn import similarity, train_lib
+    from wsnn import similarity
+    from wsnn.data.preparation import load_or_prepare
     from wsnn.training import distribute
 
     started = time.perf_counter()
@@ -72,7 +73,7 @@ def run(config, prepare_config, bench):
     chief, _ = distribute.worker_role(strategy)
     # The chief holds the workdir (the other workers write only into scratch directories).
     with io_utils.workdir_lock(runtime.workdir) if chief else contextlib.nullcontext():
-        dataset = train_lib.load_or_prepare(prepare_config, chief)
+        dataset = load_or_prepare(prepare_config, chief)
         if dataset.labels is None:
             raise ValueError("the benchmark needs ground-truth labels; this dataset has none")
         config = config.replace(export=False)  # no run of the benchmark is served

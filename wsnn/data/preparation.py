@@ -8,6 +8,8 @@ fingerprint (`source_fingerprint`) so that a later run can tell whether it is
 stale. `format_report` renders the paper's Table-1 statistics, what
 normalisation removed, the timings and, when given, the RandomGuess and
 UserTags scores (`baseline_scores`). The command line is `wsnn.prepare`.
+`load_or_prepare(config)` is what training and the benchmark call: the
+prepared set, made only when missing or stale.
 """
 
 import dataclasses
@@ -199,6 +201,50 @@ def prepare(config):
     dataset.info["content_hash"] = manifest["content_hash"]
     timings["save_s"] = time.perf_counter() - start
     return dataset, timings
+
+
+def load_or_prepare(config, chief=True, timeout_s=3600):
+    """The prepared dataset in `<workdir>/prepared`, made if missing or stale.
+
+    Stale: prepared with other settings (`settings`: paths resolved, the
+    workdir itself not a setting) or from a source that changed since
+    (`source_fingerprint`). Other workers than the chief never prepare: they
+    wait up to `timeout_s` for the chief to write it (the workdir must be
+    shared by all workers).
+
+    Args:
+      config: a `PrepareConfig`.
+      chief: whether this process may prepare.
+      timeout_s: how long another worker waits for the chief.
+
+    Raises:
+      RuntimeError: another worker waited `timeout_s` in vain.
+    """
+    directory = os.path.join(config.workdir, "prepared")
+    manifest = os.path.join(directory, "manifest.json")
+    waited, started = False, time.monotonic()
+    while True:
+        if os.path.isfile(manifest):
+            dataset = dataset_lib.load(directory)
+            if dataset.info.get("prepare_settings") != settings(config):
+                stale = "data settings changed"
+            elif dataset.info.get("source_fingerprint") != source_fingerprint(config):
+                stale = "the source files changed"
+            else:
+                return dataset
+            if chief:
+                print(f"{stale} since {directory} was written: preparing again", flush=True)
+        if chief:
+            dataset, timings = prepare(config)
+            print(format_report(dataset, timings, {}), flush=True)
+            return dataset
+        if time.monotonic() - started > timeout_s:
+            raise RuntimeError(f"waited {timeout_s} s for the chief to prepare {directory}; is the workdir "
+                               "shared by all workers, and did the chief fail?")
+        if not waited:
+            print(f"waiting for the chief to prepare {directory}", flush=True)
+            waited = True
+        time.sleep(1)
 
 
 def baseline_scores(dataset, seed=0):

@@ -1,7 +1,9 @@
 """The trainer's built-in hooks (see `wsnn.training.loop`): one periodic action each.
 
 `Trainer.hooks(stage)` lists them in the order they run; tools and tests add
-their own after them.
+their own after them. A hook reads the run through its `loop.RunContext`
+(`run`); what only one hook needs (the loss, the neighbour batches) it is
+given when made.
 """
 
 import math
@@ -10,7 +12,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from wsnn import diagnostics
+from wsnn import diagnostics, io_utils
+from wsnn.training import outputs
 from wsnn.training.loop import Hook
 from wsnn.training.selection import mean_diagnostics
 
@@ -27,36 +30,43 @@ def format_eta(seconds):
 class NaNStop(Hook):
     """Stops the run at the first non-finite loss; the last checkpoint stays the last good one."""
 
-    def after_step(self, trainer, context):
+    def after_step(self, run, context):
         if not all(math.isfinite(v) for v in context.values.values()):
             raise NonFiniteLossError(
-                f"[{trainer.task}] non-finite loss {context.values} at stage {context.stage}, step "
+                f"[{run.task}] non-finite loss {context.values} at stage {context.stage}, step "
                 f"{context.global_step}; the last good checkpoint is "
-                f"{tf.train.latest_checkpoint(trainer.state.checkpoint_dir)}")
+                f"{tf.train.latest_checkpoint(run.state.checkpoint_dir)}")
 
 
 class StepTimes(Hook):
-    """Records (step seconds, of which building the batch) per step in `trainer.step_times`."""
+    """Records (step seconds, of which building the batch) per step in `run.records.step_times`."""
 
-    def after_step(self, trainer, context):
-        trainer.step_times[context.stage].append(
+    def after_step(self, run, context):
+        run.records.step_times[context.stage].append(
             (context.batch_seconds + context.step_seconds, context.batch_seconds))
 
 
 class Diagnostics(Hook):
     """Stage 2: the share of selected neighbours that share a label with their anchor (every step,
-    when the training images have labels) and each weighted term's gradient norm (on logging steps)."""
+    when the training images have labels) and each weighted term's gradient norm (on logging steps).
 
-    def after_step(self, trainer, context):
-        config = trainer.config
-        if trainer.train_set.labels is not None:
-            trainer.watch("neighbour_label_share", diagnostics.neighbour_label_share(
-                context.idx, trainer.train_set.labels, config.neighbours.group_size))
+    Args:
+      final_loss: the stage's `wsnn.losses.WeaklySupervisedLoss`.
+    """
+
+    def __init__(self, final_loss):
+        self.final_loss = final_loss
+
+    def after_step(self, run, context):
+        config, labels = run.config, run.data.train_set.labels
+        if labels is not None:
+            run.records.watch("neighbour_label_share", diagnostics.neighbour_label_share(
+                context.idx, labels, config.neighbours.group_size))
         if _logging_step(config, context):
-            features, logits = trainer.steps.features_and_logits(tf.constant(context.images))
-            for k, v in diagnostics.term_gradient_norms(trainer.final_loss, features, logits,
+            features, logits = run.steps.features_and_logits(tf.constant(context.images))
+            for k, v in diagnostics.term_gradient_norms(self.final_loss, features, logits,
                                                         context.user_tags).items():
-                trainer.watch(k, v)
+                run.records.watch(k, v)
 
 
 def _logging_step(config, context):
@@ -66,23 +76,23 @@ def _logging_step(config, context):
 class Progress(Hook):
     """A progress line with ETA and the scalar summaries, every --log_every_steps steps."""
 
-    def after_step(self, trainer, context):
-        if not _logging_step(trainer.config, context):
+    def after_step(self, run, context):
+        if not _logging_step(run.config, context):
             return
         stage, elapsed = context.stage, context.batch_seconds + context.step_seconds
         rate = len(context.idx) / elapsed
         total = context.epochs * context.steps_per_epoch
         eta = (time.perf_counter() - context.started) / context.done_here * (total - context.stage_step)
         terms = " ".join(f"{k} {v:.4f}" for k, v in context.values.items())
-        trainer.log(f"stage {stage} epoch {context.epoch + 1}/{context.epochs} step {context.step + 1}/"
-                    f"{context.steps_per_epoch} {terms} | {rate:.0f} img/s | ETA {format_eta(eta)}"
-                    + (" (or less: stops early without validation gains)" if trainer.valid_source else ""))
-        with trainer.writer.as_default(step=context.global_step):
+        run.log(f"stage {stage} epoch {context.epoch + 1}/{context.epochs} step {context.step + 1}/"
+                f"{context.steps_per_epoch} {terms} | {rate:.0f} img/s | ETA {format_eta(eta)}"
+                + (" (or less: stops early without validation gains)" if run.data.valid_source else ""))
+        with run.writer.as_default(step=context.global_step):
             for k, v in context.values.items():
                 tf.summary.scalar(f"stage{stage}/{k}", v)
-            tf.summary.scalar(f"stage{stage}/learning_rate", float(trainer.optimizers[stage - 1].learning_rate))
+            tf.summary.scalar(f"stage{stage}/learning_rate", float(run.state.optimizers[stage - 1].learning_rate))
             tf.summary.scalar(f"stage{stage}/images_per_second", rate)
-            for k, v in trainer.epoch_diagnostics.items():
+            for k, v in run.records.epoch_diagnostics.items():
                 tf.summary.scalar(f"diagnostics/{k}", v[-1])
 
 
@@ -90,50 +100,80 @@ class NeighbourImage(Hook):
     """Stage 2: the first group of a batch (anchor, then its neighbours) side by side (Fig. 4), every
     --image_summary_every_steps steps."""
 
-    def after_step(self, trainer, context):
-        config = trainer.config
+    def after_step(self, run, context):
+        config = run.config
         if context.stage_step % config.runtime.image_summary_every_steps != 1:
             return
         group = context.images[:config.neighbours.group_size]
         strip = np.concatenate(list(group), axis=1)[None]
-        with trainer.writer.as_default(step=context.global_step):
+        with run.writer.as_default(step=context.global_step):
             tf.summary.image("neighbours/anchor_then_selected", strip, step=context.global_step)
 
 
 class Checkpoint(Hook):
     """A checkpoint every --checkpoint_every_steps steps (the loop saves at every epoch end too)."""
 
-    def after_step(self, trainer, context):
-        if context.global_step % trainer.config.runtime.checkpoint_every_steps == 0:
-            trainer.state.save()
+    def after_step(self, run, context):
+        if context.global_step % run.config.runtime.checkpoint_every_steps == 0:
+            run.state.save()
 
 
 class BankRefresh(Hook):
     """Fast neighbours: every training image embedded into the bank when stage 2 starts or resumes,
-    and again every --bank_refresh_steps steps (0: every epoch)."""
+    and again every --bank_refresh_steps steps (0: every epoch); each refresh's seconds in
+    `run.records.bank_refresh_times`.
 
-    def begin_stage(self, trainer, stage):
-        trainer.refresh_bank(int(trainer.state.epoch) * trainer.steps_per_epoch[2]
-                             + int(trainer.state.step_in_epoch))
+    Args:
+      batches: the stage's `wsnn.neighbours.NeighbourBatches` (with a bank).
+    """
 
-    def before_batch(self, trainer, context):
+    def __init__(self, batches):
+        self.batches = batches
+
+    def begin_stage(self, run, stage):
+        self._refresh(run, int(run.state.epoch) * run.steps_per_epoch[2] + int(run.state.step_in_epoch))
+
+    def before_batch(self, run, context):
         now = context.epoch * context.steps_per_epoch + context.step
-        every = trainer.config.neighbours.bank_refresh_steps or context.steps_per_epoch
-        if now - trainer.batches.bank_step >= every:
-            trainer.refresh_bank(now)
+        every = run.config.neighbours.bank_refresh_steps or context.steps_per_epoch
+        if now - self.batches.bank_step >= every:
+            self._refresh(run, now)
+
+    def _refresh(self, run, step):
+        started = time.perf_counter()
+        self.batches.refresh_bank(step)
+        run.records.bank_refresh_times.append(time.perf_counter() - started)
+        run.log(f"fast neighbours: embedded {len(self.batches.bank)} images into the bank in "
+                f"{run.records.bank_refresh_times[-1]:.1f} s")
 
 
 class NeighbourSnapshots(Hook):
     """Stage 2: a fixed query's selected neighbours when the stage starts and after each epoch (the
-    paper's Fig. 4), in `trainer.neighbour_snapshots`."""
+    paper's Fig. 4), in `run.records.neighbour_snapshots` and neighbour_snapshots.json."""
 
-    def begin_stage(self, trainer, stage):
-        if trainer.state.at_start_of_stage():
-            trainer.snapshot_neighbours(0)
+    def begin_stage(self, run, stage):
+        if run.state.at_start_of_stage():
+            self._snapshot(run, 0)
 
-    def end_epoch(self, trainer, stage, epoch):
-        trainer.snapshot_neighbours(epoch + 1)
+    def end_epoch(self, run, stage, epoch):
+        self._snapshot(run, epoch + 1)
         return False
+
+    @staticmethod
+    def _snapshot(run, epoch):
+        records = run.records
+        records.neighbour_snapshots = [x for x in records.neighbour_snapshots if x["epoch"] < epoch]
+        records.neighbour_snapshots.append({"epoch": epoch, "step": run.state.global_step(), "query": 0,
+                                            "neighbours": neighbours_of(run, 0).tolist()})
+        io_utils.write_json(run.layout.snapshots, records.neighbour_snapshots)
+
+
+def neighbours_of(run, anchor):
+    """The m-1 candidates of training image `anchor` nearest under the current weights."""
+    candidates = run.records.candidates[anchor]
+    features = run.steps.embed(run.data.train_source.get(np.concatenate([[anchor], candidates])))
+    distances = np.sum((features[1:] - features[0]) ** 2, axis=1)
+    return candidates[np.argsort(distances, kind="stable")[:run.config.neighbours.group_size - 1]]
 
 
 class Select(Hook):
@@ -141,37 +181,52 @@ class Select(Hook):
     epoch (stage 1: validation check) after, the best restored at the end; stops the stage after
     --patience of them without a better validation mAP, once the stage has run --min_steps."""
 
-    def begin_stage(self, trainer, stage):
-        if trainer.state.at_start_of_stage():
-            self._select(trainer, stage, 0)
+    def begin_stage(self, run, stage):
+        if run.state.at_start_of_stage():
+            self._select(run, stage, 0)
 
-    def end_epoch(self, trainer, stage, epoch):
-        stop = self._select(trainer, stage, epoch + 1)
-        return stop and (epoch + 1) * trainer.steps_per_epoch[stage] >= trainer.config.schedule.min_steps
+    def end_epoch(self, run, stage, epoch):
+        stop = self._select(run, stage, epoch + 1)
+        return stop and (epoch + 1) * run.steps_per_epoch[stage] >= run.config.schedule.min_steps
 
-    def end_stage(self, trainer, stage):
-        trainer.selection.restore_best(stage)
+    def end_stage(self, run, stage):
+        run.selection.restore_best(stage)
 
     @staticmethod
-    def _select(trainer, stage, epoch):
-        watched, trainer.epoch_diagnostics = trainer.epoch_diagnostics, {}
-        return trainer.selection.select(stage, epoch, trainer.state.global_step(), mean_diagnostics(watched))
+    def _select(run, stage, epoch):
+        watched = run.records.take_diagnostics()
+        return run.selection.select(stage, epoch, run.state.global_step(), mean_diagnostics(watched))
 
 
 class Evaluate(Hook):
     """After each epoch (chief): the evaluated images' metrics (monitoring only; never used for
     selection) and, in stage 2, a table of user against refined tags (Fig. 3)."""
 
-    def end_epoch(self, trainer, stage, epoch):
-        global_step = trainer.state.global_step()
-        scores = trainer.evaluate(trainer.config.runtime.eval_max_images)
-        with trainer.writer.as_default(step=global_step):
+    def end_epoch(self, run, stage, epoch):
+        global_step = run.state.global_step()
+        scores = outputs.evaluation_scores(run.steps, run.data, run.config.runtime.eval_max_images,
+                                           run.config.runtime.seed)
+        with run.writer.as_default(step=global_step):
             if scores:
                 for k, v in scores.items():
                     tf.summary.scalar(f"metrics/{k}", v)
             if stage == 2:
-                tf.summary.text("refined_tags", trainer.tag_table(), step=global_step)
+                tf.summary.text("refined_tags", tag_table(run), step=global_step)
         if scores:
-            trainer.log(f"stage {stage} epoch {epoch + 1} evaluated images (monitoring only) " +
+            run.log(f"stage {stage} epoch {epoch + 1} evaluated images (monitoring only) " +
                         " ".join(f"{k} {v:.3f}" for k, v in scores.items()))
         return False
+
+
+
+def tag_table(run, count=5):
+    """User tags against the current refined tags for a few training images (Fig. 3), as Markdown."""
+    data = run.data
+    idx = np.arange(min(count, len(data.train_idx)))
+    probs = run.steps.predict_images(data.train_source.get(idx))
+    rows = ["| image | user tags | refined tags |", "|---|---|---|"]
+    for i, p in zip(idx, probs):
+        top = np.argsort(-p, kind="stable")[:5]
+        refined = ", ".join(f"{data.dataset.tag_names[j]} {p[j]:.2f}" for j in top)
+        rows.append(f"| {data.train_set.ids[i]} | {', '.join(data.train_set.tags_of(i))} | {refined} |")
+    return "\n".join(rows)

@@ -6,7 +6,8 @@ the position; after each epoch it saves a checkpoint. Everything else a
 step or an epoch does (progress and summaries, the NaN stop, periodic
 checkpoints, validation and selection, evaluation, bank refresh, neighbour
 snapshots) is a `Hook` (`wsnn.training.hooks`). Tools and tests observe or
-steer a run by adding hooks, never by patching the trainer.
+steer a run by adding hooks, never by patching the trainer: a hook sees the
+run's parts through a `RunContext`, not the trainer.
 """
 
 import dataclasses
@@ -47,63 +48,135 @@ class StepContext:
         return self.first_step + self.done_here
 
 
-class Hook:
-    """Callbacks of `run_stage`; every method may be left out. `trainer` is the
-    `wsnn.training.trainer.Trainer` running the stage."""
+@dataclasses.dataclass
+class RunRecords:
+    """What a task's run has recorded so far, beyond the weights (the outputs read it).
 
-    def begin_stage(self, trainer, stage):
+    Attributes:
+      stage1_metrics: {"Multi-CNN": phi_0's metrics, "tag_std"} once stage 1
+        has finished (or a warm start or resume has read them), else None.
+      head_init: the linear probe that started stage 1's head, or None.
+      phi0: phi_0's {"train", "eval", "eval_tag_probs"} arrays
+        (--save_stage1_features), or None.
+      candidates: Z, each training image's M candidates, once stage 1 has
+        computed them (or a warm start has read them), else None.
+      neighbour_snapshots: a fixed query's selected neighbours per stage-2
+        epoch ([{"epoch", "step", "query", "neighbours"}]).
+      step_times: {stage: [(step seconds, of which building the batch)]}.
+      bank_refresh_times: seconds of each fast-neighbour bank refresh.
+      epoch_diagnostics: {name: values watched this epoch} (`watch`).
+    """
+
+    stage1_metrics: dict = None
+    head_init: dict = None
+    phi0: dict = None
+    candidates: np.ndarray = None
+    neighbour_snapshots: list = dataclasses.field(default_factory=list)
+    step_times: dict = dataclasses.field(default_factory=lambda: {1: [], 2: []})
+    bank_refresh_times: list = dataclasses.field(default_factory=list)
+    epoch_diagnostics: dict = dataclasses.field(default_factory=dict)
+
+    def watch(self, name, value):
+        """Adds a diagnostic value of this epoch (averaged into the history at the epoch's end)."""
+        self.epoch_diagnostics.setdefault(name, []).append(float(value))
+
+    def take_diagnostics(self):
+        """The values watched this epoch, emptied for the next one."""
+        watched, self.epoch_diagnostics = self.epoch_diagnostics, {}
+        return watched
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What hooks and the outputs see of a task's run: its parts, never the trainer.
+
+    Attributes:
+      config: the `wsnn.config.TrainConfig`.
+      task: "annotation" or "refinement".
+      layout: the task directory (`wsnn.training.layout.TaskLayout`).
+      data: the split and image sources (`wsnn.training.task_data.TaskData`).
+      steps: the training steps and inference (`wsnn.training.steps.Steps`).
+      state: the model, optimisers, position and checkpoint
+        (`wsnn.training.state.TrainState`).
+      selection: validation history and best epochs
+        (`wsnn.training.selection.Selection`).
+      writer: the task's TensorBoard summary writer.
+      log: callable(text) for progress lines (prefixed with the task).
+      records: the run's `RunRecords`.
+      steps_per_epoch: {stage: steps between validation checks}.
+      strategy: the distribution strategy.
+    """
+
+    config: object
+    task: str
+    layout: object
+    data: object
+    steps: object
+    state: object
+    selection: object
+    writer: object
+    log: object
+    records: RunRecords
+    steps_per_epoch: dict
+    strategy: object
+
+
+class Hook:
+    """Callbacks of `run_stage`; every method may be left out. `run` is the stage's `RunContext`."""
+
+    def begin_stage(self, run, stage):
         """Before the stage's first step in this process (at its start or on resuming)."""
 
-    def before_batch(self, trainer, context):
+    def before_batch(self, run, context):
         """Before the step's batch is built (the weights are the step's)."""
 
-    def before_step(self, trainer, context):
+    def before_step(self, run, context):
         """After the batch is built, before the weights change."""
 
-    def after_step(self, trainer, context):
+    def after_step(self, run, context):
         """After the step; the position already counts it."""
 
-    def end_epoch(self, trainer, stage, epoch):
+    def end_epoch(self, run, stage, epoch):
         """After epoch `epoch` (0-based) of `stage`; return True to stop the stage early."""
         return False
 
-    def end_stage(self, trainer, stage):
+    def end_stage(self, run, stage):
         """After the stage's last epoch in this process (or its early stop)."""
 
 
-def run_stage(trainer, stage, epochs, next_batch, hooks):
-    """Runs `stage` from the trainer's position to `epochs` epochs (or an early stop).
+def run_stage(run, stage, epochs, next_batch, hooks):
+    """Runs `stage` from the state's position to `epochs` epochs (or an early stop).
 
     Args:
-      trainer: the `Trainer` (its `state`, `steps`, `strategy` and
-        `steps_per_epoch` are used).
+      run: the task's `RunContext` (its `state`, `steps`, `strategy` and
+        `steps_per_epoch` are used; the hooks get it).
       stage: 1 or 2.
       epochs: the stage's epoch count.
       next_batch: callable(epoch, step) -> (uint8 images, float32 user tags,
         training-image indices), the global batch.
       hooks: `Hook`s, called in order.
     """
-    state, steps = trainer.state, trainer.steps_per_epoch[stage]
-    step_fn = trainer.steps.train[stage]
+    state, steps = run.state, run.steps_per_epoch[stage]
+    step_fn = run.steps.train[stage]
     first_step = int(state.epoch) * steps + int(state.step_in_epoch)
     started, done_here = time.perf_counter(), 0
     for hook in hooks:
-        hook.begin_stage(trainer, stage)
+        hook.begin_stage(run, stage)
     while int(state.epoch) < epochs:
         epoch = int(state.epoch)
         while int(state.step_in_epoch) < steps:
             context = StepContext(stage, epoch, int(state.step_in_epoch), epochs, steps, first_step, done_here,
                                   started)
             for hook in hooks:
-                hook.before_batch(trainer, context)
+                hook.before_batch(run, context)
             t0 = time.perf_counter()
             context.images, context.user_tags, context.idx = next_batch(epoch, context.step)
             t1 = time.perf_counter()
             context.batch_seconds = t1 - t0
             for hook in hooks:
-                hook.before_step(trainer, context)
+                hook.before_step(run, context)
             t2 = time.perf_counter()
-            outputs = step_fn(*distribute.distribute(trainer.strategy, context.images, context.user_tags))
+            outputs = step_fn(*distribute.distribute(run.strategy, context.images, context.user_tags))
             context.values = {k: float(v) for k, v in outputs.items()}
             context.step_seconds = time.perf_counter() - t2
             state.step_in_epoch.assign_add(1)
@@ -111,14 +184,14 @@ def run_stage(trainer, stage, epochs, next_batch, hooks):
             context.done_here = done_here
             context.global_step = state.global_step()
             for hook in hooks:
-                hook.after_step(trainer, context)
+                hook.after_step(run, context)
         state.epoch.assign_add(1)
         state.step_in_epoch.assign(0)
-        stop = [hook.end_epoch(trainer, stage, epoch) for hook in hooks]  # every hook runs
+        stop = [hook.end_epoch(run, stage, epoch) for hook in hooks]  # every hook runs
         state.save()
         if any(stop):
-            trainer.log(f"stage {stage}: no better validation mAP for {trainer.config.schedule.patience} "
-                        f"{'check' if stage == 1 else 'epoch'}(s); stopping")
+            run.log(f"stage {stage}: no better validation mAP for {run.config.schedule.patience} "
+                    f"{'check' if stage == 1 else 'epoch'}(s); stopping")
             break
     for hook in hooks:
-        hook.end_stage(trainer, stage)
+        hook.end_stage(run, stage)

@@ -1,14 +1,10 @@
 """A task's outputs: the files in `<workdir>/<task>/` and the `TaskResult` handed back in memory.
 
-Files (written atomically, the chief only): metrics.json (written last: its
-presence means the task is finished), refined_tags.npz and refined_tags.tsv
-(`wsnn.refined_tags`), evaluated_tag_probs.npz, history.json,
-stage1_metrics.json, candidates.npy, phi0_features.npz
-(--save_stage1_features), neighbour_snapshots.json, head_init.json (the
-linear probe that started stage 1's head), config.json, flags.txt,
-data_identity.json, checkpoints/, best/, phi0/ and export/<version>/.
-Only this module and the trainer know these names; callers (the benchmark)
-use `TaskResult`.
+The files are written atomically, by the chief only, at the paths of the
+task's `wsnn.training.layout.TaskLayout`; metrics.json is written last (its
+presence means the task is finished). `write_outputs` reads the run through
+its `loop.RunContext`; callers (the benchmark) use `TaskResult`, also
+loadable from a finished task's directory.
 """
 
 import dataclasses
@@ -20,15 +16,7 @@ import numpy as np
 from wsnn import diagnostics, io_utils, metrics, refined_tags, tag_sets
 from wsnn.baselines import trivial
 from wsnn.training import state as state_lib
-
-METRICS = "metrics.json"
-HISTORY = "history.json"
-STAGE1_METRICS = "stage1_metrics.json"
-CANDIDATES = "candidates.npy"
-PHI0 = "phi0_features.npz"
-SNAPSHOTS = "neighbour_snapshots.json"
-EVALUATED = "evaluated_tag_probs.npz"
-HEAD_INIT = "head_init.json"
+from wsnn.training.layout import TaskLayout
 
 
 @dataclasses.dataclass
@@ -70,25 +58,22 @@ class TaskResult:
     @classmethod
     def load(cls, task_dir):
         """The result of a finished task, from its directory."""
-        summary = state_lib.read_json(os.path.join(task_dir, METRICS))
-        with np.load(os.path.join(task_dir, EVALUATED)) as arrays:
+        layout = TaskLayout(task_dir)
+        summary = state_lib.read_json(layout.metrics)
+        with np.load(layout.evaluated) as arrays:
             split = {k: arrays[k] for k in ("train_idx", "valid_idx", "eval_idx")}
             eval_tag_probs = arrays["eval_tag_probs"] if "eval_tag_probs" in arrays else None
-        with np.load(os.path.join(task_dir, "refined_tags.npz")) as arrays:
+        with np.load(layout.refined_npz) as arrays:
             refined = arrays["scores"]
         return cls(summary["task"], summary, refined=refined, eval_tag_probs=eval_tag_probs,
-                   phi0=read_phi0(task_dir), neighbour_snapshots=state_lib.read_json(
-                       os.path.join(task_dir, SNAPSHOTS), []), reused=True, **split)
+                   phi0=read_phi0(layout), neighbour_snapshots=state_lib.read_json(layout.snapshots, []),
+                   reused=True, **split)
 
 
-def write_json(directory, name, value):
-    io_utils.write_json(os.path.join(directory, name), value)
-
-
-def write_npy(directory, name, array):
+def write_npy(path, array):
     buffer = io.BytesIO()
     np.save(buffer, array)
-    io_utils.write_bytes(os.path.join(directory, name), buffer.getvalue())
+    io_utils.write_bytes(path, buffer.getvalue())
 
 
 def _write_npz(path, **arrays):
@@ -97,16 +82,15 @@ def _write_npz(path, **arrays):
     io_utils.write_bytes(path, buffer.getvalue())
 
 
-def write_phi0(directory, phi0):
-    _write_npz(os.path.join(directory, PHI0), **phi0)
+def write_phi0(layout, phi0):
+    _write_npz(layout.phi0_features, **phi0)
 
 
-def read_phi0(directory):
-    """phi_0's arrays saved in `directory`, or None."""
-    path = os.path.join(directory, PHI0)
-    if not os.path.isfile(path):
+def read_phi0(layout):
+    """phi_0's arrays saved in the task directory of `layout`, or None."""
+    if not os.path.isfile(layout.phi0_features):
         return None
-    with np.load(path) as arrays:
+    with np.load(layout.phi0_features) as arrays:
         return {k: arrays[k] for k in arrays.files}
 
 
@@ -117,7 +101,24 @@ def label_metrics(tag_probs, subset, dataset):
                 tag_std=diagnostics.prediction_spread(tag_probs)["tag_std"])
 
 
-def _tag_sets(trainer, refined, eval_probs):
+def validation_scores(steps, data):
+    """The four metrics and the prediction spread of the current weights (`steps`) on the
+    validation split of `data` (a `TaskData`)."""
+    probs = steps.predict(data.valid_source)
+    return dict(label_metrics(probs, data.valid_set, data.dataset), **diagnostics.prediction_spread(probs))
+
+
+def evaluation_scores(steps, data, max_images=None, seed=0):
+    """The four metrics of the current weights on the protocol's evaluated images (at most
+    `max_images` of them, a sample seeded by `seed`; None: all); None without labels or with
+    `max_images` 0."""
+    if data.dataset.labels is None or max_images == 0:
+        return None
+    source, subset = data.eval_sample(max_images, seed)
+    return label_metrics(steps.predict(source), subset, data.dataset)
+
+
+def _tag_sets(run, refined, eval_probs):
     """The tag-set rule (`wsnn.tag_sets`): per-tag thresholds that keep k times the user tags'
     frequencies, k chosen by validation F1; with its precision, recall and F1 on the evaluated
     images (their probabilities `eval_probs`, or None without labels) beside the user tags'.
@@ -125,84 +126,91 @@ def _tag_sets(trainer, refined, eval_probs):
     Returns:
       (the record for metrics.json, the C thresholds).
     """
-    dataset = trainer.dataset
+    data = run.data
+    dataset = data.dataset
     out = {"rule": "per-tag thresholds keeping k x each tag's user-tag frequency (training images)"}
-    if trainer.valid_source is not None:
+    if data.valid_source is not None:
         k, thresholds, trials = tag_sets.choose_frequency_factor(
-            refined, trainer.user_tags, trainer.predict(trainer.valid_source), trainer.valid_set.labels,
+            refined, data.user_tags, run.steps.predict(data.valid_source), data.valid_set.labels,
             dataset.label_to_tag)
         out.update(factor=k, chosen_on="validation micro-F1", validation_trials=trials)
     else:
-        k, thresholds = 1.0, tag_sets.frequency_thresholds(refined, trainer.user_tags, 1.0)
+        k, thresholds = 1.0, tag_sets.frequency_thresholds(refined, data.user_tags, 1.0)
         out.update(factor=k, chosen_on="default (no validation split)")
     if eval_probs is not None:
         sets = tag_sets.tag_sets(eval_probs, thresholds)
-        out["Ours"] = tag_sets.set_scores(sets, trainer.eval_set.labels, dataset.label_to_tag)
-        out["UserTags"] = tag_sets.set_scores(trainer.eval_set.user_tags, trainer.eval_set.labels,
+        out["Ours"] = tag_sets.set_scores(sets, data.eval_set.labels, dataset.label_to_tag)
+        out["UserTags"] = tag_sets.set_scores(data.eval_set.user_tags, data.eval_set.labels,
                                               dataset.label_to_tag)
     out["thresholds"] = [float(t) if np.isfinite(t) else None for t in thresholds]
     return out, thresholds
 
 
-def write_evaluated(trainer, eval_probs):
-    """Writes the split and the evaluated images' tag probabilities (None: without labels) for
-    `TaskResult.load`; returns the split as a dict."""
-    split = dict(train_idx=trainer.train_idx, valid_idx=trainer.valid_idx, eval_idx=trainer.eval_idx)
-    _write_npz(os.path.join(trainer.dir, EVALUATED), **split,
+def write_evaluated(layout, data, eval_probs):
+    """Writes the split of `data` (a `TaskData`) and the evaluated images' tag probabilities (None:
+    without labels) for `TaskResult.load`; returns the split as a dict."""
+    split = dict(train_idx=data.train_idx, valid_idx=data.valid_idx, eval_idx=data.eval_idx)
+    _write_npz(layout.evaluated, **split,
                **({} if eval_probs is None else {"eval_tag_probs": eval_probs.astype(np.float32)}))
     return split
 
 
-def write_outputs(trainer, digest):
-    """Writes a finished task's outputs (metrics.json last) and returns its `TaskResult`."""
-    config, dataset, directory = trainer.config, trainer.dataset, trainer.dir
-    refined = trainer.predict(trainer.train_source)
+def write_outputs(run, digest, export=None):
+    """Writes a finished task's outputs (metrics.json last) and returns its `TaskResult`.
+
+    Args:
+      run: the task's `loop.RunContext` after both stages.
+      digest: the final weights' SHA-256 (`state.weights_digest`).
+      export: callable(export_dir) -> the SavedModel version's path, called
+        with --export (None: nothing exported).
+    """
+    config, data, layout, records = run.config, run.data, run.layout, run.records
+    dataset = data.dataset
+    refined = run.steps.predict(data.train_source)
     # The evaluated images are predicted once, for the metrics, the tag sets and the result.
-    eval_probs = trainer.predict(trainer.eval_source) if trainer.eval_set.labels is not None else None
-    sets, thresholds = _tag_sets(trainer, refined, eval_probs)
-    refined_tags.write(directory, trainer.train_set.ids, [trainer.train_set.tags_of(i) for i in
-                                                          range(len(trainer.train_idx))],
+    eval_probs = run.steps.predict(data.eval_source) if data.eval_set.labels is not None else None
+    sets, thresholds = _tag_sets(run, refined, eval_probs)
+    refined_tags.write(layout.dir, data.train_set.ids, [data.train_set.tags_of(i) for i in
+                                                        range(len(data.train_idx))],
                        dataset.tag_names, refined, config.output.refined_top_k,
                        tag_sets=tag_sets.tag_sets(refined, thresholds))
-    split = write_evaluated(trainer, eval_probs)
+    split = write_evaluated(layout, data, eval_probs)
 
-    result = {"Multi-CNN": trainer.stage1_metrics["Multi-CNN"]}
-    result["Ours"] = None if eval_probs is None else label_metrics(eval_probs, trainer.eval_set, dataset)
-    if trainer.task == "refinement" and dataset.labels is not None:
-        result["UserTags"] = metrics.evaluate(trivial.user_tags_scores(trainer.eval_set), trainer.eval_set.labels,
+    result = {"Multi-CNN": records.stage1_metrics["Multi-CNN"]}
+    result["Ours"] = None if eval_probs is None else label_metrics(eval_probs, data.eval_set, dataset)
+    if run.task == "refinement" and dataset.labels is not None:
+        result["UserTags"] = metrics.evaluate(trivial.user_tags_scores(data.eval_set), data.eval_set.labels,
                                               label_names=dataset.label_names)
     timing = {}
-    for stage, times in trainer.step_times.items():
+    for stage, times in records.step_times.items():
         if times:
             timing[f"stage{stage}_step_s"] = float(np.median([t for t, _ in times]))
             timing[f"stage{stage}_batch_s"] = float(np.median([b for _, b in times]))
-    selection = trainer.selection
+    selection = run.selection
     summary = {
-        "task": trainer.task,
+        "task": run.task,
         "metrics": result,
         "tag_sets": sets,
-        "selection": {"validation_images": len(trainer.valid_idx), "criterion": "validation mAP",
+        "selection": {"validation_images": len(data.valid_idx), "criterion": "validation mAP",
                       "patience": config.schedule.patience,
                       "stage1_epoch": selection.best_epoch(1), "stage2_epoch": selection.best_epoch(2),
-                      "stage1_start": trainer.head_init or {"head_init": "random"},
-                      "stage1_tag_std": trainer.stage1_metrics.get("tag_std")},
+                      "stage1_start": records.head_init or {"head_init": "random"},
+                      "stage1_tag_std": records.stage1_metrics.get("tag_std")},
         "history": selection.history,
-        "steps": {"stage1_per_epoch": trainer.steps_per_epoch[1], "stage2_per_epoch": trainer.steps_per_epoch[2],
-                  "stage1_per_check": trainer.steps_per_epoch[1],
-                  "completed": trainer.state.global_step()},
-        "train_images": len(trainer.train_idx),
-        "validation_images": len(trainer.valid_idx),
-        "eval_images": len(trainer.eval_idx),
+        "steps": {"stage1_per_epoch": run.steps_per_epoch[1], "stage2_per_epoch": run.steps_per_epoch[2],
+                  "stage1_per_check": run.steps_per_epoch[1],
+                  "completed": run.state.global_step()},
+        "train_images": len(data.train_idx),
+        "validation_images": len(data.valid_idx),
+        "eval_images": len(data.eval_idx),
         "timing_this_process": timing,
         "weights_sha256": digest,
-        "data_identity": trainer.identity,
+        "data_identity": data.identity,
     }
-    export_root = config.output.export_dir
-    summary["export"] = None if not config.output.export else trainer.export(
-        os.path.join(export_root, trainer.task) if export_root else os.path.join(directory, "export"))
-    write_json(directory, METRICS, summary)
-    return TaskResult(trainer.task, summary, refined=refined, eval_tag_probs=eval_probs,
-                      phi0=trainer.phi0, neighbour_snapshots=list(trainer.neighbour_snapshots), **split)
+    summary["export"] = None if export is None else export(layout.export_dir(config.output.export_dir))
+    io_utils.write_json(layout.metrics, summary)
+    return TaskResult(run.task, summary, refined=refined, eval_tag_probs=eval_probs,
+                      phi0=records.phi0, neighbour_snapshots=list(records.neighbour_snapshots), **split)
 
 
 def format_table(results):

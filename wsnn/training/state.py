@@ -18,8 +18,6 @@ import tensorflow as tf
 
 from wsnn import io_utils
 
-IDENTITY_FILE = "data_identity.json"
-
 
 class DataChanged(ValueError):
     """A task directory holds checkpoints or outputs of other data."""
@@ -63,19 +61,18 @@ def split(num_images, task, train_fraction, seed, validation_fraction=0.0):
 read_json = io_utils.read_json
 
 
-def check_identity(task_dir, identity):
-    """Refuses a task directory whose checkpoints or outputs come from other data (or whose data is
-    unknown); records `identity` in a fresh one.
+def check_identity(layout, identity):
+    """Refuses a task directory (its `TaskLayout`) whose checkpoints or outputs come from other data
+    (or whose data is unknown); records `identity` in a fresh one.
 
     Raises:
       DataChanged: naming what changed.
     """
-    path = os.path.join(task_dir, IDENTITY_FILE)
+    path, task_dir = layout.identity, layout.dir
     fresh = " start fresh with another --workdir or with --overwrite"
     if not os.path.isfile(path):
-        if tf.train.latest_checkpoint(os.path.join(task_dir, "checkpoints")) or os.path.isfile(
-                os.path.join(task_dir, "metrics.json")):
-            raise DataChanged(f"{task_dir}: has checkpoints but no {IDENTITY_FILE}, so the data they "
+        if tf.train.latest_checkpoint(layout.checkpoints) or layout.finished():
+            raise DataChanged(f"{task_dir}: has checkpoints but no {os.path.basename(path)}, so the data they "
                               f"were trained on is unknown;{fresh}")
         io_utils.write_json(path, identity)
         return
@@ -91,11 +88,11 @@ def check_identity(task_dir, identity):
     raise DataChanged(f"{task_dir} was trained on other data: {what};{fresh}")
 
 
-def check_same_data(source_dir, identity, flag="--warm_start_from"):
-    """Refuses another run's task directory trained on other data than `identity`'s."""
-    theirs = read_json(os.path.join(source_dir, IDENTITY_FILE))
+def check_same_data(source, identity, flag="--warm_start_from"):
+    """Refuses another run's task directory (its `TaskLayout`) trained on other data than `identity`'s."""
+    theirs = read_json(source.identity)
     if theirs is not None and theirs.get("data_hash") != identity["data_hash"]:
-        raise DataChanged(f"{flag}: {source_dir} was trained on other data than this run's")
+        raise DataChanged(f"{flag}: {source.dir} was trained on other data than this run's")
 
 
 class TrainState:
@@ -173,6 +170,11 @@ def write_weights(model, directory):
 def read_weights(model, directory):
     """Loads weights written by `write_weights` into `model`."""
     tf.train.Checkpoint(model=model).read(os.path.join(directory, "ckpt")).expect_partial()
+
+
+def weights_index(directory):
+    """The index file of the weights `write_weights` wrote into `directory` (there once complete)."""
+    return os.path.join(directory, "ckpt.index")
 
 
 def weights_digest(model):
