@@ -337,12 +337,24 @@ def test_stage2_epoch_makes_every_training_image_an_anchor_once(tmp_path, two_cp
                               batch_size=8, group_size=4, num_candidates=6, alpha=0.0, num_devices=2,
                               validation_fraction=0)
     trainer = Trainer(config, _tiny_dataset(), "refinement", two_cpu_strategy)
-    trainer.run()
+    summary = trainer.run().summary
     assert trainer.steps_per_epoch == {1: 4, 2: 16} and len(trainer.batches) == 16
     for epoch in (0, 1):
         trainer.batches.set_epoch(epoch)
         anchors = np.concatenate([trainer.batches.group_indices(i).reshape(-1, 4)[:, 0] for i in range(16)])
         np.testing.assert_array_equal(np.sort(anchors), np.arange(32))
+    # Batches read ahead (the default) or in turn: the same steps, so the same weights.
+    in_turn = Trainer(config.replace(workdir=str(tmp_path / "in_turn"), prefetch_batches=False), _tiny_dataset(),
+                      "refinement", two_cpu_strategy).run().summary
+    assert in_turn["weights_sha256"] == summary["weights_sha256"]
+    # The InputWait hook's record of each stage: its steps, and waits within the wall time.
+    for record, prefetch in ((summary, True), (in_turn, False)):
+        waits = record["timing_this_process"]["input_wait"]
+        assert [waits[s]["steps"] for s in ("stage1", "stage2")] == [4, 16]
+        for w in waits.values():
+            assert w["prefetch"] == prefetch and 0 <= w["wait_s"] + w["finish_s"] <= w["wall_s"]
+            assert w["share"] == pytest.approx((w["wait_s"] + w["finish_s"]) / w["wall_s"])
+            assert w["images_per_s"] == pytest.approx(8 * w["steps"] / w["wall_s"])
 
 
 def test_selection_never_reads_the_evaluated_images_labels(tmp_path, two_cpu_strategy):

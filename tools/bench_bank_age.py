@@ -24,6 +24,7 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
+from wsnn import search
 from wsnn import train as train_entry
 from wsnn.training.loop import Hook
 
@@ -35,8 +36,10 @@ FLAGS = flags.FLAGS
 
 
 def _choice(candidates, anchor_features, candidate_features, count):
-    distances = ((candidate_features - anchor_features) ** 2).sum(-1)
-    return set(candidates[np.argsort(distances, kind="stable")[:count]])
+    """Algorithm 1's choice (`wsnn.search`) of `count` candidates, given the features to compare."""
+    features = np.concatenate([anchor_features[np.newaxis], candidate_features])
+    distances = search.candidate_distances(features, [0], [np.arange(1, len(features))])
+    return set(candidates[search.nearest_candidates(distances, count)[0]])
 
 
 class _Enough(Exception):

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from wsnn import diagnostics, io_utils
+from wsnn import diagnostics, io_utils, search
 from wsnn.training import outputs
 from wsnn.training.loop import Hook
 from wsnn.training.selection import mean_diagnostics
@@ -44,6 +44,32 @@ class StepTimes(Hook):
     def after_step(self, run, context):
         run.records.step_times[context.stage].append(
             (context.batch_seconds + context.step_seconds, context.batch_seconds))
+
+
+class InputWait(Hook):
+    """How long the steps waited for their batches, against the stage's wall time (validation and
+    every other hook included), in `run.records.input_wait[stage]`: `wait_s` for the part read ahead
+    (`wsnn.training.inputs.Prefetcher`), `finish_s` for the part that needs the live weights
+    (Algorithm 1's re-embedding and choice), their sum's `share` of the wall time, and images/s."""
+
+    def __init__(self, prefetcher):
+        self.prefetcher = prefetcher
+
+    def begin_stage(self, run, stage):
+        self.started, self.steps, self.images, self.wait, self.finish = time.perf_counter(), 0, 0, 0.0, 0.0
+
+    def after_step(self, run, context):
+        self.steps += 1
+        self.images += len(context.idx)
+        self.wait += self.prefetcher.wait_seconds
+        self.finish += self.prefetcher.finish_seconds
+
+    def end_stage(self, run, stage):
+        wall = time.perf_counter() - self.started
+        run.records.input_wait[stage] = {
+            "wall_s": wall, "steps": self.steps, "images_per_s": self.images / wall if wall else 0.0,
+            "wait_s": self.wait, "finish_s": self.finish, "share": (self.wait + self.finish) / wall if wall else 0.0,
+            "prefetch": self.prefetcher.enabled}
 
 
 class Diagnostics(Hook):
@@ -172,8 +198,8 @@ def neighbours_of(run, anchor):
     """The m-1 candidates of training image `anchor` nearest under the current weights."""
     candidates = run.records.candidates[anchor]
     features = run.steps.embed(run.data.train_source.get(np.concatenate([[anchor], candidates])))
-    distances = np.sum((features[1:] - features[0]) ** 2, axis=1)
-    return candidates[np.argsort(distances, kind="stable")[:run.config.neighbours.group_size - 1]]
+    distances = search.candidate_distances(features, [0], [np.arange(1, len(features))])
+    return candidates[search.nearest_candidates(distances, run.config.neighbours.group_size - 1)[0]]
 
 
 class Select(Hook):

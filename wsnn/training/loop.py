@@ -64,6 +64,8 @@ class RunRecords:
         epoch ([{"epoch", "step", "query", "neighbours"}]).
       step_times: {stage: [(step seconds, of which building the batch)]}.
       bank_refresh_times: seconds of each fast-neighbour bank refresh.
+      input_wait: {stage: how long its steps waited for their batches}
+        (`wsnn.training.hooks.InputWait`).
       epoch_diagnostics: {name: values watched this epoch} (`watch`).
     """
 
@@ -74,6 +76,7 @@ class RunRecords:
     neighbour_snapshots: list = dataclasses.field(default_factory=list)
     step_times: dict = dataclasses.field(default_factory=lambda: {1: [], 2: []})
     bank_refresh_times: list = dataclasses.field(default_factory=list)
+    input_wait: dict = dataclasses.field(default_factory=dict)  # {stage: `hooks.InputWait`'s record}
     epoch_diagnostics: dict = dataclasses.field(default_factory=dict)
 
     def watch(self, name, value):

@@ -186,6 +186,7 @@ def write_outputs(run, digest, export=None):
         if times:
             timing[f"stage{stage}_step_s"] = float(np.median([t for t, _ in times]))
             timing[f"stage{stage}_batch_s"] = float(np.median([b for _, b in times]))
+    timing["input_wait"] = {f"stage{stage}": record for stage, record in sorted(records.input_wait.items())}
     selection = run.selection
     summary = {
         "task": run.task,

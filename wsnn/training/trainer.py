@@ -37,7 +37,7 @@ from wsnn import checks, diagnostics, io_utils, linear_probe, losses, models, ne
 from wsnn import serving
 from wsnn.data import dataset as dataset_lib
 from wsnn.training import distribute, hooks as hooks_lib, loop, outputs, selection as selection_lib
-from wsnn.training import schedules, state as state_lib
+from wsnn.training import inputs, schedules, state as state_lib
 from wsnn.training.layout import TaskLayout
 from wsnn.training.steps import Steps
 from wsnn.training.task_data import TaskData
@@ -196,17 +196,16 @@ class Trainer:
         if int(self.state.stage) == 1:
             if self.state.at_start_of_stage() and self.config.model.head_init == "linear_probe":
                 self._init_head()
-            loop.run_stage(self.run_context, 1, self.epochs[1], self._stage1_batch, self.hooks(1))
+            self._run_stage(1, self._stage1_batch)
             self._finish_stage1()
         if int(self.state.stage) == 2:
             if schedule.stage2_objective == "multi_cnn":
-                next_batch = self._plain_batch
+                self._run_stage(2, self._plain_batch)
             else:
                 if records.candidates is None:
                     records.candidates = np.load(layout.candidates)
                 self.batches = self._neighbour_batches()
-                next_batch = self._stage2_batch
-            loop.run_stage(self.run_context, 2, self.epochs[2], next_batch, self.hooks(2))
+                self._run_stage(2, self._stage2_prepare, self._stage2_finish)
             self.state.move_to(3)
             self.state.save()
         digest = state_lib.weights_digest(self.model)
@@ -352,10 +351,27 @@ class Trainer:
         return self._shuffled_batch(step * self.config.schedule.batch_size,
                                     lambda p: self._epoch_order(epoch, 1 + p))
 
-    def _stage2_batch(self, epoch, step):
+    def _stage2_prepare(self, epoch, step):
+        """Algorithm 1's batch `step` of `epoch`, the part without the weights (read ahead)."""
+        return epoch, step, self.batches.prepare(step, epoch)
+
+    def _stage2_finish(self, prepared):
+        """Algorithm 1's choice of neighbours for a prepared batch, with the live weights."""
+        epoch, step, part = prepared
         self.batches.set_epoch(epoch)
         self.batches.set_step(epoch * self.steps_per_epoch[2] + step)
-        return self.batches[step]
+        return self.batches.finish(part)
+
+    def _run_stage(self, stage, prepare, finish=None):
+        """`loop.run_stage` with each batch read ahead while the step before it trains
+        (`inputs.Prefetcher`; --prefetch_batches), timed by the `hooks.InputWait` hook."""
+        prefetcher = inputs.Prefetcher(prepare, self.steps_per_epoch[stage], finish,
+                                       self.config.runtime.prefetch_batches)
+        try:
+            loop.run_stage(self.run_context, stage, self.epochs[stage], prefetcher,
+                           [hooks_lib.InputWait(prefetcher)] + self.hooks(stage))
+        finally:
+            prefetcher.close()
 
     def _max_pixels(self):
         # The prepared data's pixel limit (older prepared sets: the default) also guards serving.
