@@ -1,6 +1,7 @@
 """Tests for the option range checks (wsnn.checks)."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -88,3 +89,15 @@ def test_train_refuses_an_image_size_below_the_backbones_pooling_before_any_work
         "wsnn.train: config error: --image_size=1: small_cnn needs inputs of at least 4 x 4 pixels (it max-pools "
         "2 x 2 twice before its global pooling)")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    ((18, 4), "--batch_size=18: must be a multiple of --group_size=4"),
+    ((12, 4, None, 2), "--batch_size=12: must be a multiple of --group_size=4 x 2 replicas = 8"),
+    ((16, 1), "--group_size=1: must be >= 2"),
+    ((16, 8, 8), "--group_size=8: must be smaller than --num_candidates=8 (m < M)"),
+])
+def test_batch_shape_is_algorithm_1s_rule(args, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        checks.batch_shape(*args)
+    checks.batch_shape(16, 4, 5, replicas=2)  # 2 groups of 4 per replica, m < M

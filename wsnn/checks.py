@@ -50,6 +50,23 @@ def positive_int(value, name):
     return int(value)
 
 
+def batch_shape(batch_size, group_size, num_candidates=None, replicas=1):
+    """Algorithm 1's batch rule, the one place it is checked: s/m whole groups of an anchor and its
+    m-1 neighbours (per replica: s a multiple of m x replicas), 2 <= m < M.
+
+    Raises:
+      ValueError: naming the flags.
+    """
+    if group_size < 2:
+        raise ValueError(f"--group_size={group_size}: must be >= 2 (an anchor plus at least one neighbour)")
+    if batch_size % (group_size * replicas):
+        whole = f"--group_size={group_size}" + (f" x {replicas} replicas = {group_size * replicas} (each replica "
+                                                 f"takes whole groups)" if replicas > 1 else "")
+        raise ValueError(f"--batch_size={batch_size}: must be a multiple of {whole}")
+    if num_candidates is not None and group_size >= num_candidates:
+        raise ValueError(f"--group_size={group_size}: must be smaller than --num_candidates={num_candidates} (m < M)")
+
+
 def input_size(backbone, size, own_size=False):
     """Checks that `backbone` can take S x S inputs (`MIN_INPUT_SIZE`).
 

@@ -23,6 +23,8 @@ import dataclasses
 import math
 import os
 
+from wsnn import checks
+
 
 def field(default, help_text, choices=None, bounds=None, listed=False, shared=False):
     """A dataclass field with its flag help.
@@ -298,9 +300,6 @@ class NeighboursConfig(_Group):
         if self.shortlist and (self.neighbour_mode != "fast" or self.shortlist < self.group_size - 1):
             raise ValueError(f"--shortlist={self.shortlist}: needs --neighbour_mode=fast and >= group_size - 1 "
                              f"= {self.group_size - 1} (or 0)")
-        if self.group_size >= self.num_candidates:
-            raise ValueError(f"--group_size={self.group_size}: must be smaller than "
-                             f"--num_candidates={self.num_candidates} (m < M)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -393,9 +392,7 @@ class TrainConfig:
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
 
     def __post_init__(self):
-        batch, m = self.schedule.batch_size, self.neighbours.group_size
-        if batch % m:
-            raise ValueError(f"--batch_size={batch}: must be a multiple of --group_size={m}")
+        checks.batch_shape(self.schedule.batch_size, self.neighbours.group_size, self.neighbours.num_candidates)
         if self.model.backbone == "small_cnn" and self.model.weights == "imagenet":
             raise ValueError("--weights=imagenet: small_cnn has no ImageNet weights; give a `wsnn.pretrain` "
                              ".npz or none")
@@ -449,3 +446,4 @@ def check_files(config):
                          "or none)")
     if config.semantics.ic_file and not os.path.isfile(config.semantics.ic_file):
         raise ValueError(f"--ic_file={config.semantics.ic_file}: file not found")
+

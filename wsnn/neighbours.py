@@ -126,14 +126,7 @@ class NeighbourBatches(keras.utils.PyDataset):
                              f"{candidates.shape}")
         self.candidates = candidates.astype(np.int64)
         num_candidates = candidates.shape[1]
-        if self.batch_size % self.group_size:
-            raise ValueError(f"batch_size s={self.batch_size} is not a multiple of "
-                             f"group_size m={self.group_size}")
-        if self.group_size < 2:
-            raise ValueError("group_size m must be >= 2 (an anchor plus at least one neighbour)")
-        if self.group_size >= num_candidates:
-            raise ValueError(f"group_size m={self.group_size} must be smaller than the candidate "
-                             f"count M={num_candidates}")
+        checks.batch_shape(self.batch_size, self.group_size, num_candidates)
         if len(candidates) != n:
             raise ValueError(f"candidates have {len(candidates)} rows for N={n} images")
         if num_candidates >= n:

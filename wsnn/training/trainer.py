@@ -70,10 +70,7 @@ class Trainer:
         self.scratch = None if self.chief else tempfile.mkdtemp(prefix="wsnn-worker-")
         self.own = self.layout if self.chief else TaskLayout(self.scratch)
         batch_size, group_size = config.schedule.batch_size, config.neighbours.group_size
-        replicas = strategy.num_replicas_in_sync
-        if batch_size % (group_size * replicas):
-            raise ValueError(f"--batch_size={batch_size}: each of the {replicas} replicas needs whole "
-                             f"groups; use a multiple of group_size x replicas = {group_size * replicas}")
+        checks.batch_shape(batch_size, group_size, replicas=strategy.num_replicas_in_sync)
         cache_dir = os.path.join(config.runtime.workdir, "prepared", "cache")
         self.data = data = TaskData(dataset, task, config.data, config.runtime.seed, cache_dir, log=self.log)
         n = len(data.train_idx)
