@@ -25,10 +25,10 @@ def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=
 
     `variant`: the settings of the "Ours (bce)" row (from the grid search), or None. `pretrained`:
     `networks.pretrained_features` of every image, or None. With `bench.baselines_only` no network is
-    trained: the split is `wsnn.training.state.split`'s, as the trainer's, and the baselines use
+    trained: the split is the trainer's (`wsnn.training.task_data.TaskData`), and the baselines use
     `pretrained`. `earlier`: this seed's rows of an earlier run (`report.earlier_rows`), for the cost
     of reused tasks."""
-    from wsnn.training import state
+    from wsnn.training.task_data import TaskData
 
     workdir = os.path.join(config.runtime.workdir, f"seed{seed}")
     config = config.replace(seed=seed, workdir=workdir, save_stage1_features=True, task="both")
@@ -36,9 +36,8 @@ def run_seed(config, bench, dataset, seed, strategy, tag_similarity_fn, variant=
     for task in TASKS:
         earlier_rows = (earlier or {}).get(task, {})
         if bench.baselines_only:
-            split = state.split(dataset.num_images, task, config.data.train_fraction, seed,
-                                config.data.validation_fraction)
-            rows, phi0 = {}, None
+            data = TaskData(dataset, task, config.data, seed)  # the trainer's split; no image is read
+            split, rows, phi0 = (data.train_idx, data.valid_idx, data.eval_idx), {}, None
         else:
             ours, rows = networks.network_rows(config, dataset, task, strategy, variant, bench.convention,
                                                earlier_rows)
