@@ -18,6 +18,7 @@ alternating; the ratio is loop steps/s over fit steps/s (1 = level).
 
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
@@ -34,7 +35,7 @@ def main():
 
     from wsnn import tf_start
 
-    tf = tf_start.start()
+    tf = tf_start.start(log=lambda text: print(text, file=sys.stderr))  # stdout: the JSON
     import keras
 
     from wsnn import losses, models
