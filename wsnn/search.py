@@ -151,6 +151,15 @@ def nearest_candidates(distances, count):
     return np.argsort(distances, axis=1, kind="stable")[:, :count]
 
 
+def _neighbour_count(k, n, exclude_self):
+    """k as an int, checked against the N base rows (one fewer when a query may not find itself)."""
+    available = n - bool(exclude_self)
+    if isinstance(k, bool) or int(k) != k or not 1 <= k <= available:
+        raise ValueError(f"k={k!r} must be in [1, {available}]: N={n} base rows"
+                         + (", each query excluded" if exclude_self else ""))
+    return int(k)
+
+
 def nearest(base, k, queries=None, exclude_self=False, chunk_size=1024, progress=None,
             return_distances=False):
     """The k base rows nearest to each query: exact, squared Euclidean.
@@ -186,11 +195,7 @@ def nearest(base, k, queries=None, exclude_self=False, chunk_size=1024, progress
     chunk_size = checks.positive_int(chunk_size, "chunk_size")
     if exclude_self and q > n:
         raise ValueError(f"exclude_self needs query i to be base row i, but Q={q} > N={n}")
-    available = n - bool(exclude_self)
-    if isinstance(k, bool) or int(k) != k or not 1 <= k <= available:
-        raise ValueError(f"k={k!r} must be in [1, {available}]: N={n} base rows"
-                         + (", each query excluded" if exclude_self else ""))
-    k = int(k)
+    k = _neighbour_count(k, n, exclude_self)
     indices = np.empty((q, k), np.int64)
     distances = np.empty((q, k), base.dtype) if return_distances else None
     for start, stop, block in distance_chunks(base, queries, exclude_self, chunk_size):
@@ -252,13 +257,11 @@ def nearest_on_device(base, k, exclude_self=False, chunk_size=1024, progress=Non
 
     base = check_features(base)[0].astype(np.float32)
     n = len(base)
-    available = n - bool(exclude_self)
-    if isinstance(k, bool) or int(k) != k or not 1 <= k <= available:
-        raise ValueError(f"k={k!r} must be in [1, {available}]: N={n} base rows")
+    k = _neighbour_count(k, n, exclude_self)
     chunk_size = checks.positive_int(chunk_size, "chunk_size")
     features = tf.constant(base)
     norms = tf.einsum("ij,ij->i", features, features)
-    found = np.empty((n, int(k)), np.int64)
+    found = np.empty((n, k), np.int64)
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
         chunk = features[start:stop]
@@ -267,7 +270,7 @@ def nearest_on_device(base, k, exclude_self=False, chunk_size=1024, progress=Non
             distances = tf.tensor_scatter_nd_update(
                 distances, tf.stack([tf.range(stop - start), tf.range(start, stop)], axis=1),
                 tf.fill([stop - start], np.float32(np.inf)))
-        found[start:stop] = tf.math.top_k(-distances, int(k)).indices.numpy()
+        found[start:stop] = tf.math.top_k(-distances, k).indices.numpy()
         if progress is not None:
             progress(stop, n)
     return found
@@ -321,10 +324,7 @@ def nearest_ivf(base, k, exclude_self=False, lists=None, probes=None, seed=0, ch
     """
     base = np.ascontiguousarray(check_features(base)[0], np.float32)
     n = len(base)
-    available = n - bool(exclude_self)
-    if isinstance(k, bool) or int(k) != k or not 1 <= k <= available:
-        raise ValueError(f"k={k!r} must be in [1, {available}]: N={n} base rows")
-    k = int(k)
+    k = _neighbour_count(k, n, exclude_self)
     default_lists, default_probes = ivf_parameters(n)
     lists, probes = lists or default_lists, probes or default_probes
     if not 1 <= probes <= lists <= n:

@@ -168,13 +168,20 @@ def _check_head(head, max_pixels):
 _traced = threading.Lock()
 
 
+_trace_done = []
+
+
 def _trace_once():
     """Traces the three functions above before their first call. tf.function caches a trace only
     after it finishes: files checked in several threads at once would each trace them again (and
     TensorFlow warns about retracing)."""
+    if _trace_done:
+        return  # every later file: no lock, no lookup
     with _traced:
-        for function in (_head_size, _check_head, _decode_own):
-            function.get_concrete_function()
+        if not _trace_done:
+            for function in (_head_size, _check_head, _decode_own):
+                function.get_concrete_function()
+            _trace_done.append(True)
 
 
 class NotReadable(ValueError):
